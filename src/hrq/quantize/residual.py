@@ -1,0 +1,259 @@
+"""Residual quantization in Euclidean space (RQ) and on the Poincaré ball (HRQ).
+
+HRQ follows the HRQ paper (§3.1, Algorithm 1). Two residual rules are offered on the ball,
+because Möbius addition is neither commutative nor associative:
+
+``residual="paper"`` (the paper's formula)
+    ``r_{i+1} = r_i ⊖_c e_i = r_i ⊕_c (-e_i)`` and the reconstruction is the left fold of
+    Algorithm 1, ``y = ((0 ⊕ e_0) ⊕ e_1) ⊕ ... ⊕ e_{k-1}``. Even when the last residual is a
+    codeword, ``y`` is in general *not* equal to ``x``: ``(x ⊖ e) ⊕ e ≠ x`` on the ball.
+
+``residual="gyro"`` (left subtraction)
+    ``r_{i+1} = (-e_i) ⊕_c r_i`` with the right-nested reconstruction
+    ``y = e_0 ⊕ (e_1 ⊕ (... ⊕ e_{k-1}))``. The left-cancellation law
+    ``a ⊕ (-a ⊕ b) = b`` gives ``x = e_0 ⊕ (e_1 ⊕ (... ⊕ (e_{k-1} ⊕ r_k)))``, so the
+    reconstruction is exact whenever the last residual is a codeword (``r_k = 0``).
+
+Both reduce to Euclidean RQ as ``c -> 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import geoopt
+import torch
+from torch import nn
+
+from hrq.manifold import poincare_ball
+from hrq.quantize.distance import nearest
+from hrq.quantize.kmeans import kmeans
+from hrq.quantize.metrics import CodebookStats, codebook_stats
+
+Geometry = Literal["euclidean", "poincare"]
+ResidualRule = Literal["paper", "gyro"]
+LossDistance = Literal["squared_norm", "hyperbolic"]
+
+
+@dataclass
+class QuantizerOutput:
+    """Result of a :class:`ResidualQuantizer` forward pass.
+
+    Attributes:
+        codes: ``LongTensor [N, levels]``, the token of each level.
+        quantized: ``[N, dim]`` reconstruction; its gradient flows straight through to the input.
+        loss: scalar codebook + commitment loss summed over levels, averaged over points.
+        residuals: the ``levels`` residuals ``r_i`` that were quantized, each ``[N, dim]``.
+    """
+
+    codes: torch.Tensor
+    quantized: torch.Tensor
+    loss: torch.Tensor
+    residuals: list[torch.Tensor]
+
+
+class ResidualQuantizer(nn.Module):
+    """k-level residual quantizer in Euclidean space or on the Poincaré ball.
+
+    Args:
+        levels: number of codebooks ``k`` (tokens per multitoken).
+        codebook_size: codewords per level, an int or one int per level.
+        dim: dimension ``h`` of the quantized vectors.
+        geometry: ``"euclidean"`` (RQ) or ``"poincare"`` (HRQ).
+        curvature: ball curvature ``c > 0`` (Poincaré only; the ball is ``c||x||^2 < 1``).
+        residual: ``"paper"`` or ``"gyro"`` residual rule (Poincaré only; see module doc).
+        commitment: ``α`` in ``Σ_i ||sg[r_i] - e_i||^2 + α ||r_i - sg[e_i]||^2``.
+        loss_distance: ``"squared_norm"`` (Algorithm 1) or ``"hyperbolic"``, the squared
+            hyperbolic distance in place of ``||.||^2`` (HG-Rec eq. 8; Poincaré only).
+        kmeans_init: initialise each level's codebook by k-means (in the quantizer's geometry)
+            on that level's residuals of the first training batch.
+        kmeans_iters: Lloyd iterations of that k-means.
+        dead_code_threshold: in training, a codeword whose exponential moving average of
+            assignments per batch falls below this is replaced by a random residual of the
+            current batch; ``0`` disables replacement.
+        usage_decay: decay of that moving average.
+        init_scale: std of the random normal codebook init (mapped with exp0 on the ball).
+
+    Codebooks are :class:`geoopt.ManifoldParameter` on the ball (or plain parameters in
+    Euclidean space), so geoopt's Riemannian optimizers take Riemannian steps on them.
+    In ``eval()`` mode a forward pass never changes the codebooks.
+    """
+
+    def __init__(
+        self,
+        levels: int,
+        codebook_size: int | Sequence[int],
+        dim: int,
+        *,
+        geometry: Geometry = "euclidean",
+        curvature: float = 1.0,
+        residual: ResidualRule = "paper",
+        commitment: float = 0.25,
+        loss_distance: LossDistance = "squared_norm",
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 0.0,
+        usage_decay: float = 0.99,
+        init_scale: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"levels must be >= 1, got {levels}")
+        sizes = [codebook_size] * levels if isinstance(codebook_size, int) else list(codebook_size)
+        if len(sizes) != levels or any(int(s) < 1 for s in sizes):
+            raise ValueError(
+                f"codebook_size must be a positive int or {levels} positive ints, got {codebook_size!r}"
+            )
+        if geometry not in ("euclidean", "poincare"):
+            raise ValueError(f"geometry must be 'euclidean' or 'poincare', got {geometry!r}")
+        if residual not in ("paper", "gyro"):
+            raise ValueError(f"residual must be 'paper' or 'gyro', got {residual!r}")
+        if loss_distance not in ("squared_norm", "hyperbolic"):
+            raise ValueError(
+                f"loss_distance must be 'squared_norm' or 'hyperbolic', got {loss_distance!r}"
+            )
+        if geometry == "euclidean" and loss_distance == "hyperbolic":
+            raise ValueError("loss_distance='hyperbolic' needs geometry='poincare'")
+        if geometry == "poincare" and not curvature > 0:
+            raise ValueError(f"curvature must be > 0, got {curvature}")
+
+        self.levels = levels
+        self.codebook_sizes = [int(s) for s in sizes]
+        self.dim = dim
+        self.geometry = geometry
+        self.curvature = float(curvature)
+        self.residual = residual
+        self.commitment = commitment
+        self.loss_distance = loss_distance
+        self.kmeans_init = kmeans_init
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+        self.usage_decay = usage_decay
+
+        self.ball = poincare_ball(curvature) if geometry == "poincare" else None
+        manifold = self.ball if self.ball is not None else geoopt.Euclidean()
+        books = []
+        for size in self.codebook_sizes:
+            init = torch.randn(size, dim) * init_scale
+            if self.ball is not None:
+                init = self.ball.expmap0(init)
+            books.append(geoopt.ManifoldParameter(init, manifold=manifold))
+        self.codebooks = nn.ParameterList(books)
+        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        for i, size in enumerate(self.codebook_sizes):
+            self.register_buffer(f"usage_ema_{i}", torch.ones(size))
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def _c(self) -> float | None:
+        """Curvature for the distance kernel; ``None`` means Euclidean."""
+        return self.curvature if self.ball is not None else None
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Clamp points into the ball with geoopt's projection (identity in Euclidean space)."""
+        return self.ball.projx(x) if self.ball is not None else x
+
+    def _subtract(self, r: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        if self.ball is None:
+            return r - e
+        if self.residual == "paper":
+            return self.ball.mobius_add(r, -e)
+        return self.ball.mobius_add(-e, r)
+
+    def _distance_sq(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-point squared distance ``[N]`` used in the codebook/commitment loss."""
+        if self.loss_distance == "hyperbolic":
+            return self.ball.dist(a, b).pow(2)
+        return (a - b).pow(2).sum(-1)
+
+    def _reconstruct(self, words: list[torch.Tensor]) -> torch.Tensor:
+        """Combine per-level codewords ``[N, dim]`` into the reconstruction."""
+        if self.ball is None:
+            return torch.stack(words).sum(0)
+        if self.residual == "paper":  # left fold ((0 ⊕ e_0) ⊕ e_1) ⊕ ...
+            y = words[0]
+            for e in words[1:]:
+                y = self.ball.mobius_add(y, e)
+            return y
+        y = words[-1]  # right-nested e_0 ⊕ (e_1 ⊕ (... ⊕ e_{k-1}))
+        for e in reversed(words[:-1]):
+            y = self.ball.mobius_add(e, y)
+        return y
+
+    # ------------------------------------------------------------------ training-only updates
+    @torch.no_grad()
+    def _init_level(self, level: int, r: torch.Tensor) -> None:
+        centroids = kmeans(r, self.codebook_sizes[level], iters=self.kmeans_iters, curvature=self._c)
+        self.codebooks[level].data.copy_(self.project(centroids))
+
+    @torch.no_grad()
+    def _replace_dead_codes(self, level: int, r: torch.Tensor, codes: torch.Tensor) -> None:
+        ema = getattr(self, f"usage_ema_{level}")
+        counts = torch.bincount(codes, minlength=ema.numel()).to(ema.dtype)
+        ema.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
+        dead = (ema < self.dead_code_threshold).nonzero().squeeze(-1)
+        if dead.numel() == 0:
+            return
+        pick = torch.randint(r.shape[0], (dead.numel(),), device=r.device)
+        self.codebooks[level].data[dead] = self.project(r[pick].detach())
+        ema[dead] = self.dead_code_threshold
+
+    # ------------------------------------------------------------------ public API
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        """Quantize ``x [N, dim]`` (points of the ball for Poincaré; projected onto it first)."""
+        if x.ndim != 2 or x.shape[-1] != self.dim:
+            raise ValueError(f"expected x of shape [N, {self.dim}], got {tuple(x.shape)}")
+        x = self.project(x)
+        first_batch = self.training and self.kmeans_init and not bool(self.initialized)
+        r = x
+        codes, words, residuals = [], [], []
+        loss = x.new_zeros(())
+        for level, book in enumerate(self.codebooks):
+            if first_batch:
+                self._init_level(level, r)
+            idx = nearest(r.detach(), book, self._c)
+            e = book[idx]
+            loss = loss + (
+                self._distance_sq(r.detach(), e) + self.commitment * self._distance_sq(r, e.detach())
+            ).mean()
+            if self.training and self.dead_code_threshold > 0:
+                self._replace_dead_codes(level, r, idx)
+            codes.append(idx)
+            words.append(e.detach())
+            residuals.append(r)
+            if level + 1 < self.levels:  # the last residual r_k is never used
+                r = self._subtract(r, e.detach())
+        if first_batch:
+            self.initialized.fill_(True)
+        y = self._reconstruct(words)
+        # Straight-through, dy/dx = I: x - sg[x] is exactly zero, so the value is exactly y
+        # (already on the ball) and no projection is needed.
+        quantized = y + (x - x.detach())
+        return QuantizerOutput(torch.stack(codes, -1), quantized, loss, residuals)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``[N, dim]`` from ``codes [N, levels]`` alone."""
+        if codes.ndim != 2 or codes.shape[-1] != self.levels:
+            raise ValueError(f"expected codes of shape [N, {self.levels}], got {tuple(codes.shape)}")
+        return self._reconstruct([book[codes[:, i]] for i, book in enumerate(self.codebooks)])
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes ``[N, levels]`` of ``x`` without touching the codebooks (any mode)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(x).codes
+        finally:
+            self.train(was_training)
+
+    def code_stats(self, codes: torch.Tensor) -> CodebookStats:
+        """Per-level usage and perplexity, and multitoken collisions, of ``codes [N, levels]``."""
+        return codebook_stats(codes, self.codebook_sizes)
+
+    def extra_repr(self) -> str:
+        geo = f"geometry={self.geometry}"
+        if self.ball is not None:
+            geo += f", curvature={self.curvature}, residual={self.residual}"
+        return f"levels={self.levels}, codebook_sizes={self.codebook_sizes}, dim={self.dim}, {geo}"
