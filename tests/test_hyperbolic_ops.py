@@ -1,12 +1,13 @@
 """geoopt's ball operations and hrq's layers/kernels against float64 closed forms."""
 
-from hrq.manifold import poincare_ball
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from closed_forms import dist, expmap0, logmap0, mobius_add, mobius_matvec, random_ball_points
+from hrq.manifold import mobius_add as mobius_add_fused
+from hrq.manifold import poincare_ball, project
 from hrq.nn import HyperbolicActivation, MobiusLinear
 from hrq.quantize import nearest, nearest_scores
 
@@ -111,3 +112,44 @@ def test_near_boundary_operations_are_finite(c):
     out = ball.logmap0(ball.mobius_add(y, -y.flip(0))) + ball.dist(y, y.flip(0))[:, None]
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+# --- hrq's fused Möbius addition and projection (the quantizer's hot path) against geoopt ---
+
+
+@fresh
+@given(seed=SEEDS, dim=DIMS, c=CURVATURES, radius=st.sampled_from([0.5, 0.95, 1 - 1e-6]))
+def test_fused_mobius_add_matches_geoopt_values_and_gradients(seed, dim, c, radius):
+    x, y = _points(seed, 64, dim, c, radius).chunk(2)
+    x.requires_grad_()
+    y.requires_grad_()
+    ball = poincare_ball(c)
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
+    ours, ref = mobius_add_fused(x, y, c), ball.mobius_add(x, y)
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+    g_ours = torch.autograd.grad((ours * w).sum(), (x, y))
+    g_ref = torch.autograd.grad((ref * w).sum(), (x, y))
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("c", [0.1, 1.0, 4.0])
+def test_fused_mobius_add_gradcheck(c):
+    x, y = _points(11, 20, 5, c, 0.7).chunk(2)
+    assert torch.autograd.gradcheck(
+        lambda a, b: mobius_add_fused(a, b, c), (x.requires_grad_(), y.requires_grad_())
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("c", [0.1, 1.0, 4.0])
+def test_project_matches_geoopt_projx(dtype, c):
+    g = torch.Generator().manual_seed(0)
+    scales = torch.tensor([0.1, 0.9, 0.999, 1.0, 1.5, 1e3], dtype=dtype) / c**0.5
+    x = (torch.nn.functional.normalize(torch.randn(6, 8, generator=g, dtype=dtype), dim=-1)
+         * scales[:, None]).requires_grad_()
+    ours, ref = project(x, c), poincare_ball(c).projx(x)
+    torch.testing.assert_close(ours, ref)
+    w = torch.randn(6, 8, generator=g, dtype=dtype)
+    torch.testing.assert_close(torch.autograd.grad((ours * w).sum(), x)[0],
+                               torch.autograd.grad((ref * w).sum(), x)[0])

@@ -26,7 +26,7 @@ import geoopt
 import torch
 from torch import nn
 
-from hrq.manifold import poincare_ball
+from hrq.manifold import mobius_add, poincare_ball, project
 from hrq.quantize.distance import nearest
 from hrq.quantize.kmeans import kmeans
 from hrq.quantize.metrics import CodebookStats, codebook_stats
@@ -151,15 +151,15 @@ class ResidualQuantizer(nn.Module):
         return self.curvature if self.ball is not None else None
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        """Clamp points into the ball with geoopt's projection (identity in Euclidean space)."""
-        return self.ball.projx(x) if self.ball is not None else x
+        """Clamp points into the ball as geoopt's ``projx`` does (identity in Euclidean space)."""
+        return project(x, self.curvature) if self.ball is not None else x
 
     def _subtract(self, r: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         if self.ball is None:
             return r - e
         if self.residual == "paper":
-            return self.ball.mobius_add(r, -e)
-        return self.ball.mobius_add(-e, r)
+            return mobius_add(r, -e, self.curvature)
+        return mobius_add(-e, r, self.curvature)
 
     def _distance_sq(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-point squared distance ``[N]`` used in the codebook/commitment loss."""
@@ -174,11 +174,11 @@ class ResidualQuantizer(nn.Module):
         if self.residual == "paper":  # left fold ((0 ⊕ e_0) ⊕ e_1) ⊕ ...
             y = words[0]
             for e in words[1:]:
-                y = self.ball.mobius_add(y, e)
+                y = mobius_add(y, e, self.curvature)
             return y
         y = words[-1]  # right-nested e_0 ⊕ (e_1 ⊕ (... ⊕ e_{k-1}))
         for e in reversed(words[:-1]):
-            y = self.ball.mobius_add(e, y)
+            y = mobius_add(e, y, self.curvature)
         return y
 
     # ------------------------------------------------------------------ training-only updates
