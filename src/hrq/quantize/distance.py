@@ -21,14 +21,6 @@ import torch
 _MIN_DENOM = 1e-15
 
 
-def squared_distances(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``[N, s]`` between rows of ``x [N, h]`` and ``codebook [s, h]``."""
-    x_sq = x.pow(2).sum(-1, keepdim=True)
-    c_sq = codebook.pow(2).sum(-1)
-    d = torch.addmm(x_sq + c_sq, x, codebook.t(), beta=1.0, alpha=-2.0)
-    return d.clamp_min_(0.0)
-
-
 def nearest_scores(
     x: torch.Tensor, codebook: torch.Tensor, curvature: float | None = None
 ) -> torch.Tensor:
