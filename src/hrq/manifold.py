@@ -22,16 +22,19 @@ def poincare_ball(curvature: float) -> geoopt.PoincareBall:
 _BALL_EPS = {torch.float32: 4e-3, torch.float64: 1e-5}
 
 
-def _max_norm(c: float, dtype: torch.dtype) -> float:
-    return (1 - _BALL_EPS.get(dtype, 4e-3)) / c**0.5
+def _projection_scale(x: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row norms ``[N, 1]`` of ``x`` and the factor ``min(1, max_norm / ||x||)`` that moves rows
+    beyond geoopt's radius ``(1 - eps)/sqrt(c)`` onto it."""
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)
+    max_norm = (1 - _BALL_EPS.get(x.dtype, 4e-3)) / c**0.5
+    return norm, (max_norm / norm).clamp_max(1.0)
 
 
 def project(x: torch.Tensor, curvature: float) -> torch.Tensor:
     """geoopt's ``projx``: rescale rows with ``||x|| > (1 - eps)/sqrt(c)`` onto that radius
     (eps 4e-3 in float32, 1e-5 in float64), written as a clamped scale factor: the same values
     and gradients in a third of the kernels, without the float64 curvature conversions."""
-    norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)
-    return x * (_max_norm(float(curvature), x.dtype) / norm).clamp_max(1.0)
+    return x * _projection_scale(x, float(curvature))[1]
 
 
 class _MobiusAdd(torch.autograd.Function):
@@ -48,12 +51,12 @@ class _MobiusAdd(torch.autograd.Function):
         xy = (x * y).sum(-1, keepdim=True)
         x2 = (x * x).sum(-1, keepdim=True)
         y2 = (y * y).sum(-1, keepdim=True)
-        a = 1 + 2 * c * xy + c * y2
+        two_cxy = 2 * c * xy
+        a = 1 + two_cxy + c * y2
         b = 1 - c * x2
-        d = (1 + 2 * c * xy + c * c * x2 * y2).clamp_min(1e-15)
+        d = (1 + two_cxy + c * c * x2 * y2).clamp_min(1e-15)
         raw = (a * x + b * y) / d
-        norm = raw.norm(dim=-1, keepdim=True).clamp_min(1e-15)
-        scale = (_max_norm(c, x.dtype) / norm).clamp_max(1.0)
+        norm, scale = _projection_scale(raw, c)
         out = raw * scale
         ctx.c = c
         ctx.save_for_backward(x, y, raw, norm, scale, a, b, d, x2, y2)
