@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch is pinned exactly (constraints.txt): never let a dependency pull another build.
-.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev,bench,slurm]'
 .venv/bin/python - <<'PY'
 import torch, geoopt, hrq
 print(f"hrq {hrq.__version__} ready: torch {torch.__version__}, geoopt {geoopt.__version__}, "

@@ -20,22 +20,13 @@ import torch
 
 from hrq.data import make_taxonomy
 from hrq.models import ResidualQuantizedVAE, evaluate_vae, train_vae
+from hrq.quantize import first_token_purity
 
 METHODS = {
     "RQ-VAE": dict(geometry="euclidean"),
     "HRQ-VAE (paper)": dict(geometry="poincare", residual="paper"),
     "HRQ-VAE (gyro)": dict(geometry="poincare", residual="gyro"),
 }
-
-
-def first_token_purity(first_tokens: torch.Tensor, top_level: torch.Tensor) -> float:
-    """Share of items whose top-level subtree is the majority one among items with their
-    first token: 1.0 when every first token stays inside one top-level subtree."""
-    hits = 0
-    for t in first_tokens.unique():
-        members = top_level[first_tokens == t]
-        hits += int(torch.bincount(members).max())
-    return hits / first_tokens.numel()
 
 
 def run_one(method: str, seed: int, args: argparse.Namespace) -> dict[str, float]:

@@ -1,5 +1,21 @@
-"""Datasets: the synthetic taxonomy (more readers arrive with the pipeline stages)."""
+"""Datasets: built-in synthetic data (readers for WordNet, MovieLens, Amazon arrive with #4/#5)."""
 
-from hrq.data.synthetic import SyntheticTaxonomy, make_taxonomy
+from hrq.data.synthetic import (
+    SyntheticCatalog,
+    SyntheticHierarchy,
+    SyntheticTaxonomy,
+    make_catalog,
+    make_hierarchy,
+    make_taxonomy,
+    transitive_closure,
+)
 
-__all__ = ["SyntheticTaxonomy", "make_taxonomy"]
+__all__ = [
+    "SyntheticCatalog",
+    "SyntheticHierarchy",
+    "SyntheticTaxonomy",
+    "make_catalog",
+    "make_hierarchy",
+    "make_taxonomy",
+    "transitive_closure",
+]

@@ -6,7 +6,7 @@
 
 from hrq.quantize.distance import nearest, nearest_scores
 from hrq.quantize.kmeans import kmeans
-from hrq.quantize.metrics import CodebookStats, codebook_stats, perplexity
+from hrq.quantize.metrics import CodebookStats, codebook_stats, first_token_purity, perplexity
 from hrq.quantize.multitoken import append_dedup_token, random_codes
 from hrq.quantize.residual import QuantizerOutput, ResidualQuantizer
 
@@ -16,6 +16,7 @@ __all__ = [
     "ResidualQuantizer",
     "append_dedup_token",
     "codebook_stats",
+    "first_token_purity",
     "kmeans",
     "nearest",
     "nearest_scores",

@@ -1,0 +1,136 @@
+"""Pipeline configuration: the paper's protocol, a preset merged over it, schema validation.
+
+``config.yaml`` holds the protocol at the top level and named presets under ``presets:``.
+:func:`resolve_config` deep-merges the selected preset over the protocol and validates the
+result against ``workflow/schemas/config.schema.yaml``; errors name the offending key
+(``hierarchy.grid.k[0]: 0 is less than the minimum of 1``) and, for a bad preset, the choices.
+
+Cross-field rules the schema cannot say (every listed dataset is defined, ``compare`` names
+two configured methods, ...) are checked here too, with the same key-path messages.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG_PATH = REPO_ROOT / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value is missing or invalid; the message names the key."""
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in: nested mappings merge, everything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _key_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` listing every schema violation with its key path."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = [f"  {_key_path(e.absolute_path)}: {e.message}" for e in errors]
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+    _check_references(config)
+
+
+def _check_references(config: Mapping[str, Any]) -> None:
+    problems = []
+    for task in ("hierarchy", "recommendation"):
+        section = config[task]
+        for i, name in enumerate(section["datasets"]):
+            if name not in config["datasets"]:
+                problems.append(f"  {task}.datasets[{i}]: dataset {name!r} is not defined under "
+                                f"'datasets' (defined: {sorted(config['datasets'])})")
+        for i, name in enumerate(section["compare"]):
+            if name not in section["methods"]:
+                problems.append(f"  {task}.compare[{i}]: method {name!r} is not one of "
+                                f"{task}.methods {sorted(section['methods'])}")
+    fig1 = config["hierarchy"]["figure1"]
+    for key in ("k", "s"):
+        if config["hierarchy"]["datasets"] and fig1[key] not in config["hierarchy"]["grid"][key]:
+            problems.append(f"  hierarchy.figure1.{key}: {fig1[key]} is not in hierarchy.grid.{key} "
+                            f"{config['hierarchy']['grid'][key]}")
+    fig4 = config["recommendation"]["figure4"]["dataset"]
+    if fig4 not in config["datasets"]:
+        problems.append(f"  recommendation.figure4.dataset: dataset {fig4!r} is not defined under 'datasets'")
+    for name, spec in config["datasets"].items():
+        if spec.get("min_length", 0) > spec.get("max_length", 10**9):
+            problems.append(f"  datasets.{name}.min_length: {spec['min_length']} exceeds max_length "
+                            f"{spec['max_length']}")
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(problems))
+
+
+def resolve_config(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Merge ``config['presets'][config['preset']]`` over ``config``, then ``overrides`` (the
+    user's ``--configfile``/``--config`` values, which therefore beat the preset), and validate.
+
+    The returned dict keeps ``preset`` and ``presets`` so it can be validated again; the
+    stages read only the merged top-level sections.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    presets = config.get("presets") or {}
+    preset = config.get("preset")
+    if preset not in presets:
+        raise ConfigError(f"invalid config:\n  preset: {preset!r} is not a defined preset; "
+                          f"choose one of {sorted(presets)} or add it under 'presets'")
+    preset_values = presets[preset] or {}
+    if not isinstance(preset_values, Mapping):
+        raise ConfigError(f"invalid config:\n  presets.{preset}: must be a mapping of overrides")
+    for key in ("preset", "presets"):
+        if key in preset_values:
+            raise ConfigError(f"invalid config:\n  presets.{preset}.{key}: a preset cannot set {key!r}")
+    merged = deep_merge(config, preset_values)
+    user = {k: v for k, v in (overrides or {}).items() if k not in ("preset", "presets")}
+    merged = deep_merge(merged, user)
+    validate_config(merged)
+    return merged
+
+
+def load_config(path: str | Path = CONFIG_PATH, **overrides: Any) -> dict[str, Any]:
+    """Read a YAML config file and resolve it as Snakemake does with ``--config key=value ...``:
+    ``overrides`` (e.g. ``preset="paper"``) select the preset and win over its values."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return resolve_config(deep_merge(raw or {}, overrides), overrides)
+
+
+def uses_gpu(config: Mapping[str, Any]) -> bool:
+    """Whether training jobs will run on CUDA: ``device: cuda``, or ``auto`` with a visible GPU."""
+    if config["device"] == "cuda":
+        return True
+    if config["device"] == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,227 @@
+"""Jointly learned node embedding + (H)RQ for hierarchy modelling (HRQ paper §4.1, App. C.1).
+
+Every node gets an ``h``-dimensional embedding, Euclidean for RQ or a point of the Poincaré
+ball for HRQ. For a train relation (u, v) (v a hypernym of u) the loss is Nickel & Kiela's
+
+    -log softmax(-d(E(u), E(v)) against -d(E(u), E(v')) for sampled negatives v')
+    + L_RQ(E(u)) + L_RQ(E(v)),
+
+with negatives drawn uniformly and masked out when they are u's hypernyms in the *train*
+relations or equal to v (test relations are never looked at). Negatives are sampled on the
+device for a whole batch at once; membership is one ``searchsorted`` on sorted pair keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import geoopt
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from hrq.manifold import poincare_ball
+from hrq.quantize import ResidualQuantizer, append_dedup_token
+
+
+class HierarchyTokenizer(nn.Module):
+    """Node embedding table plus a :class:`ResidualQuantizer` over it.
+
+    Args:
+        n_nodes: number of nodes.
+        dim: embedding dimension ``h``.
+        levels: tokens per multitoken ``k`` (before the extra token).
+        codebook_size: ``s``.
+        geometry: ``"euclidean"`` (RQ) or ``"poincare"`` (HRQ).
+        curvature, residual, loss_distance, commitment: as in :class:`ResidualQuantizer`.
+        init_scale: std of the initial embeddings (mapped with exp0 on the ball).
+    """
+
+    def __init__(self, n_nodes: int, dim: int, levels: int, codebook_size: int, *,
+                 geometry: str = "euclidean", curvature: float = 1.0, residual: str = "paper",
+                 loss_distance: str = "squared_norm", commitment: float = 0.25,
+                 init_scale: float = 1e-3) -> None:
+        super().__init__()
+        self.geometry = geometry
+        self.quantizer = ResidualQuantizer(
+            levels, codebook_size, dim, geometry=geometry, curvature=curvature, residual=residual,
+            loss_distance=loss_distance, commitment=commitment, kmeans_init=True,
+        )
+        init = torch.randn(n_nodes, dim) * init_scale
+        if geometry == "poincare":
+            self.ball = poincare_ball(curvature)
+            self.embedding = geoopt.ManifoldParameter(self.ball.expmap0(init), manifold=self.ball)
+        else:
+            self.ball = None
+            self.embedding = nn.Parameter(init)
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Distance in the embedding's geometry, broadcasting over leading dims."""
+        if self.ball is not None:
+            return self.ball.dist(a, b)
+        return (a - b).pow(2).sum(-1).clamp_min(1e-15).sqrt()
+
+    def relation_loss(self, child: torch.Tensor, parent: torch.Tensor, negatives: torch.Tensor,
+                      valid: torch.Tensor) -> torch.Tensor:
+        """Summed softmax ranking loss of ``parent [B]`` against ``negatives [B, M]`` for ``child [B]``.
+
+        ``valid [B, M]`` masks out negatives that are true hypernyms.
+        """
+        candidates = torch.cat([parent.unsqueeze(-1), negatives], dim=-1)  # [B, 1+M]
+        d = self.distance(self.embedding[child].unsqueeze(1), self.embedding[candidates])
+        logits = (-d).masked_fill(~torch.cat([torch.ones_like(valid[:, :1]), valid], -1), float("-inf"))
+        return nn.functional.cross_entropy(logits, torch.zeros_like(child), reduction="sum")
+
+    def quantizer_loss(self, nodes: torch.Tensor) -> torch.Tensor:
+        return self.quantizer(self.embedding[nodes]).loss
+
+    @torch.no_grad()
+    def codes(self) -> torch.Tensor:
+        """``LongTensor [n_nodes, levels]`` greedy codes of every node (eval mode)."""
+        was = self.training
+        self.eval()
+        try:
+            return self.quantizer.encode(self.embedding.detach())
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def multitokens(self) -> torch.Tensor:
+        """``[n_nodes, levels + 1]`` codes with the extra token that makes them unique."""
+        return append_dedup_token(self.codes())
+
+
+@dataclass
+class RelationSampler:
+    """Batches of train relations with masked uniform negatives, all on one device."""
+
+    relations: torch.Tensor  # [E, 2] (child, parent)
+    n_nodes: int
+    negatives: int
+    generator: torch.Generator
+    keys: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keys = torch.sort(self.relations[:, 0] * self.n_nodes + self.relations[:, 1]).values
+
+    def is_relation(self, child: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        key = child * self.n_nodes + other
+        pos = torch.searchsorted(self.keys, key).clamp_max(self.keys.numel() - 1)
+        return self.keys[pos] == key
+
+    def batches(self, batch_size: int):
+        perm = torch.randperm(self.relations.shape[0], generator=self.generator,
+                              device=self.generator.device).to(self.relations.device)
+        for start in range(0, perm.numel(), batch_size):
+            batch = self.relations[perm[start : start + batch_size]]
+            child, parent = batch[:, 0], batch[:, 1]
+            neg = torch.randint(self.n_nodes, (batch.shape[0], self.negatives), generator=self.generator,
+                                device=self.generator.device).to(self.relations.device)
+            c = child.unsqueeze(-1).expand_as(neg)
+            valid = (neg != parent.unsqueeze(-1)) & (neg != c) & ~self.is_relation(c, neg)
+            yield child, parent, neg, valid
+
+
+def train_hierarchy_tokenizer(
+    model: HierarchyTokenizer,
+    relations: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 512,
+    negatives: int = 50,
+    warmup_epochs: int = 0,
+    warmup_lr: float = 0.01,
+    seed: int = 0,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train embedding and codebooks jointly with Riemannian SGD (plain SGD off the ball).
+
+    The first ``warmup_epochs`` run at ``warmup_lr`` (Nickel & Kiela's burn-in). When the
+    warm-up ends (or at the start without warm-up) the codebooks are initialised by k-means on
+    all embeddings, so they start where the embedding has spread to rather than at its init.
+
+    Args:
+        relations: ``LongTensor [E, 2]`` train (hyponym, hypernym) pairs on the model's device.
+    Returns:
+        one dict per epoch: ``train/loss``, ``train/relation_loss``, ``train/quantizer_loss``
+        and the codebook diagnostics of all nodes (``usage/l*``, ``perplexity/l*``,
+        ``collision_rate``, ...).
+    """
+    device = model.embedding.device
+    relations = relations.to(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    sampler = RelationSampler(relations, model.embedding.shape[0], negatives, gen)
+    opt = geoopt.optim.RiemannianSGD(model.parameters(), lr=warmup_lr if warmup_epochs else lr)
+    history = []
+    bar = tqdm(range(epochs), desc=f"{model.geometry} tokenizer", disable=not progress, leave=False)
+    for epoch in bar:
+        if epoch == warmup_epochs:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        if epoch == min(warmup_epochs, epochs - 1):
+            model.quantizer.initialized.fill_(False)
+            model.train()
+            model.quantizer(model.embedding.detach())  # k-means init on all embeddings
+        model.train()
+        total = rel_total = q_total = 0.0
+        count = 0
+        for child, parent, neg, valid in sampler.batches(batch_size):
+            rel = model.relation_loss(child, parent, neg, valid)
+            q = model.quantizer_loss(torch.cat([child, parent]))
+            # The relation loss is summed over the batch, so an embedding row moves as far per
+            # relation as with Nickel & Kiela's per-example SGD whatever the batch size; the
+            # codebook loss is a mean, so a shared codeword is not pulled B times as hard.
+            loss = rel + 2 * q  # L_RQ(E(u)) + L_RQ(E(v)) per relation
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n = child.numel()
+            total += float(rel.detach()) + 2 * float(q.detach()) * n
+            rel_total += float(rel.detach())
+            q_total += float(q.detach()) * n
+            count += n
+        metrics = {"train/loss": total / count, "train/relation_loss": rel_total / count,
+                   "train/quantizer_loss": q_total / count}
+        metrics.update(model.quantizer.code_stats(model.codes()).as_dict())
+        history.append(metrics)
+        bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+    return history
+
+
+@torch.no_grad()
+def ranking_metrics(model: HierarchyTokenizer, relations: torch.Tensor, n_nodes: int,
+                    batch_size: int = 1024) -> dict[str, float]:
+    """Nickel & Kiela's reconstruction metrics of the continuous embedding.
+
+    For every node u with hypernyms in ``relations``, all other nodes are ranked by distance
+    to u; for each true hypernym v its rank counts only non-hypernyms closer than v (the
+    filtered setting). Returns ``mean_rank`` (1 = best) and ``map`` (mean average precision).
+    """
+    emb = model.embedding.detach()
+    relations = relations.to(emb.device)
+    heads, tails = relations[:, 0].contiguous(), relations[:, 1].contiguous()
+    children = heads.unique()
+    ranks, aps = [], []
+    for start in range(0, children.numel(), batch_size):
+        us = children[start : start + batch_size]
+        d = model.distance(emb[us].unsqueeze(1), emb.unsqueeze(0))  # [b, n]
+        truth = torch.zeros_like(d, dtype=torch.bool)
+        row = torch.searchsorted(us, heads)
+        ok = (row < us.numel()) & (us[row.clamp_max(us.numel() - 1)] == heads)
+        truth[row[ok], tails[ok]] = True
+        d[torch.arange(us.numel()), us] = float("inf")  # never rank u itself
+        order = torch.argsort(d, dim=1)
+        hit = torch.gather(truth, 1, order)  # [b, n] true hypernym at sorted position
+        pos = torch.arange(1, n_nodes + 1, device=emb.device).expand_as(hit)
+        n_true_before = torch.cumsum(hit, 1)
+        # filtered rank: 1 + number of non-hypernyms ranked before this hypernym
+        filtered = (pos - n_true_before + 1)[hit].float()
+        ranks.append(filtered)
+        precision = n_true_before.float() / pos
+        aps.append((precision * hit).sum(1) / hit.sum(1).clamp_min(1))
+    return {"mean_rank": float(torch.cat(ranks).mean()), "map": float(torch.cat(aps).mean())}

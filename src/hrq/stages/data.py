@@ -1,0 +1,123 @@
+"""Data stages: parse/generate a dataset into Parquet; embed item texts.
+
+Artifacts (schemas in docs/artifacts.md):
+
+* hierarchy datasets: ``nodes.parquet`` (node_id, name, depth, top_level) and
+  ``relations.parquet`` (child, parent, split ∈ {train, test}) — the transitive closure
+  with a seeded random split;
+* recommendation datasets: ``items.parquet`` (item_id, raw_id, title, text, top_level),
+  ``sequences.parquet`` (user_id, items: list of item_id in time order) and
+  ``stats.parquet`` (users, items, interactions after the protocol's filtering);
+* ``embeddings/<dataset>.parquet`` (item_id, vector: list<float32>).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hrq.data import make_catalog, make_hierarchy, make_taxonomy, transitive_closure
+from hrq.io import read_parquet, write_parquet
+from hrq.recsys import filter_and_truncate
+
+HIERARCHY_KINDS = {"synthetic_taxonomy", "wordnet"}
+CATALOG_KINDS = {"synthetic_catalog", "movielens", "amazon2014"}
+
+
+def split_relations(relations: torch.Tensor, test_fraction: float, seed: int) -> np.ndarray:
+    """A seeded random train/test label per relation (``"train"``/``"test"``)."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(relations.shape[0], generator=g)
+    n_test = int(round(test_fraction * relations.shape[0]))
+    split = np.full(relations.shape[0], "train", dtype=object)
+    split[perm[:n_test].numpy()] = "test"
+    return split
+
+
+def _not_yet(kind: str, issue: int) -> NotImplementedError:
+    return NotImplementedError(
+        f"dataset kind {kind!r} has no reader yet (tracked in issue #{issue}); the demo preset "
+        f"uses the built-in synthetic datasets")
+
+
+def prepare_data(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Write a dataset's Parquet files. ``params``: ``{name, spec, task, test_fraction, split_seed}``."""
+    spec = params["spec"]
+    kind = spec["kind"]
+    if params["task"] == "hierarchy":
+        if kind == "synthetic_taxonomy":
+            tree = make_hierarchy(spec["depth"], spec["branching"])
+            names, parent = tree.names, tree.parent
+            depth, top = tree.depth.numpy(), tree.top_level.numpy()
+        elif kind == "wordnet":
+            raise _not_yet(kind, 4)
+        else:
+            raise ValueError(f"dataset {params['name']!r}: kind {kind!r} is not a hierarchy dataset")
+        relations = transitive_closure(parent)
+        nodes = pd.DataFrame({"node_id": np.arange(len(names), dtype=np.int64), "name": names,
+                              "depth": depth.astype(np.int64), "top_level": top.astype(np.int64)})
+        rel = pd.DataFrame({"child": relations[:, 0].numpy(), "parent": relations[:, 1].numpy(),
+                            "split": split_relations(relations, params["test_fraction"], params["split_seed"])})
+        write_parquet(nodes, outputs["nodes"])
+        write_parquet(rel, outputs["relations"])
+        return
+
+    if kind == "synthetic_catalog":
+        cat = make_catalog(spec["depth"], spec["branching"], spec["dim"],
+                           leaves_per_node=spec["leaves_per_node"], users=spec["users"],
+                           min_length=spec["min_length"], max_length=spec["max_length"],
+                           stay_probability=spec["stay_probability"], seed=spec["seed"])
+        n = len(cat.titles)
+        items = pd.DataFrame({"item_id": np.arange(n, dtype=np.int64), "raw_id": [f"synthetic-{i}" for i in range(n)],
+                              "title": cat.titles, "text": cat.texts,
+                              "top_level": cat.taxonomy.top_level.numpy().astype(np.int64)})
+        sequences = cat.sequences
+        min_length, max_length = spec["min_length"], spec["max_length"]
+    elif kind == "movielens":
+        raise _not_yet(kind, 5)
+    elif kind == "amazon2014":
+        raise _not_yet(kind, 5)
+    else:
+        raise ValueError(f"dataset {params['name']!r}: kind {kind!r} is not a recommendation dataset")
+    seqs = pd.DataFrame({"user_id": [f"u{i}" for i in range(len(sequences))], "items": sequences})
+    kept = filter_and_truncate(sequences, min_length, max_length)
+    stats = pd.DataFrame({"dataset": [params["name"]], "users": [len(kept)], "items": [len(items)],
+                          "interactions": [sum(map(len, kept))],
+                          "interactions_raw": [sum(map(len, sequences))]})
+    write_parquet(items, outputs["catalog"])
+    write_parquet(seqs, outputs["sequences"])
+    write_parquet(stats, outputs["stats"])
+
+
+def embed_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Item embeddings. ``params``: ``{backend, spec, ...}``.
+
+    ``taxonomy`` (synthetic catalogs only): the generator's ground-truth leaf vectors, i.e. a
+    perfect text encoder for the built-in data. ``sentence-transformers``: MPNet (issue #5).
+    """
+    items = read_parquet(inputs["catalog"])
+    backend = params["backend"]
+    if backend == "taxonomy":
+        spec = params["spec"]
+        if spec["kind"] != "synthetic_catalog":
+            raise ValueError(f"embedding backend 'taxonomy' needs a synthetic_catalog dataset, got {spec['kind']!r}")
+        tax = make_taxonomy(spec["depth"], spec["branching"], spec["dim"],
+                            leaves_per_node=spec["leaves_per_node"], seed=spec["seed"])
+        vectors = tax.vectors.numpy().astype(np.float32)
+    elif backend == "sentence-transformers":
+        raise _not_yet("sentence-transformers embeddings", 5)
+    else:
+        raise ValueError(f"unknown embedding backend {backend!r}")
+    if vectors.shape[0] != len(items):
+        raise ValueError(f"{inputs['items']}: {len(items)} items but {vectors.shape[0]} vectors")
+    write_parquet(pd.DataFrame({"item_id": items["item_id"].to_numpy(), "vector": list(vectors)}),
+                  outputs["embeddings"])
+
+
+def load_vectors(path) -> torch.Tensor:
+    """``[n_items, d]`` float32 from an embeddings Parquet (rows ordered by item_id)."""
+    df = read_parquet(path).sort_values("item_id")
+    return torch.from_numpy(np.stack(df["vector"].to_numpy()).astype(np.float32))

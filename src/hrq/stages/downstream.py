@@ -1,0 +1,124 @@
+"""Downstream stages: one seed's seq2seq on fixed multitokens, evaluated on held-out data.
+
+* hypernym generation (Table 1): source = a noun's multitoken, target = one of its
+  hypernyms' multitokens; trained on the train relations. For each test noun the model
+  returns its 10 best multitokens by beam search constrained to existing nouns' multitokens;
+  a test relation (u, v) is a hit when v's whole multitoken is among u's 10 ("recall@10", the
+  mean over test relations).
+* recommendation (Table 2): source = the concatenated multitokens of a user's history
+  (≤ max_length items), target = the next item's multitoken; leave-one-out. A hit needs the
+  whole multitoken, extra token included. Recall/NDCG@5/10 on the test targets; the same on
+  the validation targets under ``valid/``.
+
+Output ``metrics.parquet`` is the long per-seed schema (seed, metric, value).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hrq.io import read_parquet, write_parquet
+from hrq.recsys import leave_one_out
+from hrq.seq2seq import (
+    MultitokenVocab,
+    PrefixTrie,
+    Seq2SeqConfig,
+    build_model,
+    generate_ranked,
+    ndcg_at,
+    rank_of,
+    recall_at,
+    train_seq2seq,
+)
+from hrq.stages.common import device_for, epoch_logger, job_run, metrics_frame, seed_everything
+
+MODEL_KEYS = ("d_model", "d_ff", "num_layers", "num_heads", "d_kv", "dropout")
+
+
+def load_multitokens(path) -> torch.Tensor:
+    """``LongTensor [n_entities, L]`` codes from a tokens Parquet, rows ordered by entity_id."""
+    df = read_parquet(path).sort_values("entity_id")
+    return torch.from_numpy(np.stack(df["codes"].to_numpy()).astype(np.int64))
+
+
+def _model(vocab: MultitokenVocab, opts: Mapping[str, Any]):
+    cfg = Seq2SeqConfig(**{k: opts[k] for k in MODEL_KEYS}, num_decoder_layers=opts["num_layers"])
+    return build_model(vocab.size, cfg)
+
+
+def _vocab(codes: torch.Tensor) -> MultitokenVocab:
+    # Every level's size is what the codes use, so the extra token's range is data-dependent.
+    return MultitokenVocab((codes.max(0).values + 1).tolist())
+
+
+def hypernym_generation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    seed, opts = params["seed"], params["seq2seq"]
+    device = device_for(params)
+    codes = load_multitokens(inputs["tokens"])
+    rel = read_parquet(inputs["relations"])
+    vocab = _vocab(codes)
+    tokens = vocab.encode(codes)
+    train = rel[rel["split"] == "train"]
+    test = rel[rel["split"] == "test"]
+    src = tokens[torch.from_numpy(train["child"].to_numpy())]
+    tgt = tokens[torch.from_numpy(train["parent"].to_numpy())]
+    seed_everything(seed)
+    model = _model(vocab, opts)
+    hyper = {"seed": seed, "seq2seq": opts, "device": str(device), "train_pairs": len(train),
+             "test_pairs": len(test), "vocab": list(vocab.level_sizes)}
+    with job_run(params, hyper) as run:
+        start = time.perf_counter()
+        train_seq2seq(model, src, tgt, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
+                      seed=seed, device=device, on_epoch=epoch_logger(run, "seq2seq"))
+        seconds = time.perf_counter() - start
+        nouns, inverse = np.unique(test["child"].to_numpy(), return_inverse=True)
+        ranked = generate_ranked(model, tokens[torch.from_numpy(nouns)], PrefixTrie(tokens),
+                                 num_beams=opts["num_beams"], top_k=10, device=device)
+        ranks = rank_of(ranked[torch.from_numpy(inverse)], tokens[torch.from_numpy(test["parent"].to_numpy())])
+        metrics = {"recall@10": recall_at(ranks, 10), "recall@1": recall_at(ranks, 1),
+                   "train_seconds": seconds}
+        run.log_metrics({f"test/{k}": v for k, v in metrics.items()})
+        write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
+
+
+def _item_sources(histories, item_tokens: torch.Tensor) -> list[list[int]]:
+    return [item_tokens[h].flatten().tolist() for h in histories]
+
+
+def _evaluate(model, examples, item_tokens, trie, opts, device) -> dict[str, float]:
+    ranked = generate_ranked(model, _item_sources(examples.histories, item_tokens), trie,
+                             num_beams=opts["num_beams"], top_k=10, device=device)
+    ranks = rank_of(ranked, item_tokens[torch.tensor(examples.targets)])
+    return {f"{m}@{k}": fn(ranks, k) for k in (5, 10) for m, fn in (("recall", recall_at), ("ndcg", ndcg_at))}
+
+
+def recommendation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    seed, opts = params["seed"], params["seq2seq"]
+    device = device_for(params)
+    codes = load_multitokens(inputs["tokens"])
+    sequences = read_parquet(inputs["sequences"])["items"].map(list).tolist()
+    split = leave_one_out(sequences, params["min_length"], params["max_length"])
+    vocab = _vocab(codes)
+    item_tokens = vocab.encode(codes)
+    trie = PrefixTrie(item_tokens)
+    seed_everything(seed)
+    model = _model(vocab, opts)
+    hyper = {"seed": seed, "seq2seq": opts, "device": str(device), "users": split.users,
+             "train_examples": len(split.train), "vocab": list(vocab.level_sizes)}
+    with job_run(params, hyper) as run:
+        start = time.perf_counter()
+        train_seq2seq(model, _item_sources(split.train.histories, item_tokens),
+                      item_tokens[torch.tensor(split.train.targets)], epochs=opts["epochs"],
+                      batch_size=opts["batch_size"], lr=opts["lr"], seed=seed, device=device,
+                      on_epoch=epoch_logger(run, "seq2seq"))
+        seconds = time.perf_counter() - start
+        metrics = _evaluate(model, split.test, item_tokens, trie, opts, device)
+        metrics.update({f"valid/{k}": v for k, v in _evaluate(model, split.valid, item_tokens, trie, opts, device).items()})
+        metrics["train_seconds"] = seconds
+        run.log_metrics({(k if k.startswith("valid/") else f"test/{k}"): v for k, v in metrics.items()})
+        write_parquet(metrics_frame(seed, metrics), outputs["metrics"])

@@ -1,0 +1,52 @@
+"""Figure stages: Figure 1 (metric vs h) from Table 1 cells; Figure 4 (2-D token space)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+
+from hrq.io import read_parquet
+from hrq.models import ResidualQuantizedVAE, train_vae
+from hrq.stages.common import device_for, epoch_logger, job_run, seed_everything
+from hrq.stages.data import load_vectors
+from hrq.tables.figures import TokenSpacePanel, plot_recall_vs_h, plot_token_space
+
+
+def figure_recall_vs_h(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Figure 1 for one dataset from its Table 1 cells at the configured (k, s)."""
+    cells = pd.concat([read_parquet(p) for p in inputs["cells"]], ignore_index=True)
+    plot_recall_vs_h(cells, k=params["k"], s=params["s"], methods=params["methods"],
+                     dataset=params["dataset"], path=outputs["png"])
+
+
+def figure_token_space(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Figure 4: train 2-D, 2-level RQ-VAE and HRQ-VAE tokenizers on the item embeddings
+    (seed ``params['seed']``) and plot their latents coloured by first token, shaded by second."""
+    device = device_for(params)
+    vectors = load_vectors(inputs["embeddings"]).to(device)
+    opts, fig = params["tokenizer"], params["figure4"]
+    panels = []
+    for name in params["methods"]:
+        method = params["method_specs"][name]
+        seed_everything(params["seed"])
+        model = ResidualQuantizedVAE(
+            vectors.shape[1], 2, tuple(opts["hidden_dims"]), levels=fig["k"], codebook_size=fig["s"],
+            geometry=method["geometry"], curvature=method.get("curvature", 1.0),
+            residual=method.get("residual", "paper"), commitment=opts["commitment"],
+            kmeans_init=opts["kmeans_init"],
+        ).to(device)
+        run_params = {**params, "tracking": {**params["tracking"], "cell": {**params["tracking"]["cell"], "method": name},
+                                             "job_key": f"{params['tracking']['job_key']}#{name}",
+                                             "run_name": f"figure4 {name}"}} if params.get("tracking") else params
+        with job_run(run_params, {"method": name, "method_spec": method, "figure4": fig, "tokenizer": opts}) as run:
+            train_vae(model, vectors, epochs=fig["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
+                      seed=params["seed"], on_epoch=epoch_logger(run, "tokenizer"))
+        model.eval()
+        with torch.no_grad():
+            latent = model.to_latent(vectors).cpu().numpy()
+            codes = model.encode(vectors).cpu().numpy()
+        curvature = method.get("curvature", 1.0) if method["geometry"] == "poincare" else None
+        panels.append(TokenSpacePanel(params["labels"].get(name, name), latent, codes[:, 0], codes[:, 1], curvature))
+    plot_token_space(panels, outputs["png"])

@@ -1,0 +1,125 @@
+"""Tokenizer stages: one seed of one (method, k, s, h) tokenizer.
+
+Outputs:
+
+* ``tokens.parquet``: entity_id, codes (list<int64>, the k semantic tokens plus the extra token
+  that makes every multitoken unique), vector (list<float32>, the continuous point that was
+  quantized: the node embedding, or the VAE latent x_s);
+* ``metrics.parquet``: the long per-seed schema (seed, metric, value) of the tokenizer's
+  diagnostics: per-level usage and perplexity, collision rate before the extra token, largest
+  collision group, first-token purity against the ground truth where the data has one, and
+  per task: ``mean_rank``/``map`` of the embedding (hierarchy) or reconstruction error and the
+  latent-norm statistics of the paper's Table 4 (VAEs).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hrq.hierarchy import HierarchyTokenizer, ranking_metrics, train_hierarchy_tokenizer
+from hrq.io import read_parquet, write_parquet
+from hrq.models import ResidualQuantizedVAE, evaluate_vae, train_vae
+from hrq.quantize import append_dedup_token, codebook_stats, first_token_purity, random_codes
+from hrq.stages.common import device_for, epoch_logger, job_run, metrics_frame, seed_everything
+from hrq.stages.data import load_vectors
+
+
+def _write_tokens(codes: torch.Tensor, vectors: torch.Tensor | None, path) -> None:
+    frame = {"entity_id": np.arange(codes.shape[0], dtype=np.int64), "codes": list(codes.cpu().numpy())}
+    if vectors is not None:
+        frame["vector"] = list(vectors.detach().cpu().numpy().astype(np.float32))
+    write_parquet(pd.DataFrame(frame), path)
+
+
+def _diagnostics(codes: torch.Tensor, sizes, groups: torch.Tensor | None) -> dict[str, float]:
+    out = codebook_stats(codes, sizes).as_dict()
+    if groups is not None:
+        known = groups >= 0
+        out["first_token_purity"] = first_token_purity(codes[known, 0].cpu(), groups[known].cpu())
+    return out
+
+
+def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Jointly train a node embedding and its (H)RQ on the train relations (paper §4.1)."""
+    seed, k, s, h = params["seed"], params["k"], params["s"], params["h"]
+    method, opts = params["method_spec"], params["tokenizer"]
+    device = device_for(params)
+    nodes = read_parquet(inputs["nodes"])
+    rel = read_parquet(inputs["relations"])
+    train = torch.from_numpy(rel.loc[rel["split"] == "train", ["child", "parent"]].to_numpy()).long()
+    seed_everything(seed)
+    model = HierarchyTokenizer(
+        len(nodes), h, k, s, geometry=method["geometry"], curvature=method.get("curvature", 1.0),
+        residual=method.get("residual", "paper"), loss_distance=method.get("loss_distance", "squared_norm"),
+        commitment=opts["commitment"], init_scale=opts["init_scale"],
+    ).to(device)
+    hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
+             "tokenizer": opts, "device": str(device), "train_relations": int(train.shape[0])}
+    with job_run(params, hyper) as run:
+        start = time.perf_counter()
+        train_hierarchy_tokenizer(
+            model, train, epochs=opts["epochs"], lr=opts["lr"], batch_size=opts["batch_size"],
+            negatives=opts["negatives"], warmup_epochs=opts["warmup_epochs"], warmup_lr=opts["warmup_lr"],
+            seed=seed, on_epoch=epoch_logger(run, "tokenizer"),
+        )
+        seconds = time.perf_counter() - start
+        codes = model.codes()
+        groups = torch.from_numpy(nodes.sort_values("node_id")["top_level"].to_numpy())
+        metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
+        metrics.update(ranking_metrics(model, train, len(nodes)))
+        metrics["train_seconds"] = seconds
+        run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+        _write_tokens(append_dedup_token(codes), model.embedding, outputs["tokens"])
+        write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
+
+
+def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Train an (H)RQ-VAE on item embeddings (paper §4.2), or draw the Random baseline."""
+    seed, k, s, h = params["seed"], params["k"], params["s"], params["h"]
+    method, opts = params["method_spec"], params["tokenizer"]
+    device = device_for(params)
+    vectors = load_vectors(inputs["embeddings"]).to(device)
+    items = read_parquet(inputs["catalog"]).sort_values("item_id")
+    groups = torch.from_numpy(items["top_level"].to_numpy()) if "top_level" in items else None
+    seed_everything(seed)
+    hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
+             "device": str(device), "items": int(vectors.shape[0])}
+    if method["kind"] == "random":
+        with job_run(params, hyper) as run:
+            g = torch.Generator().manual_seed(seed)
+            tokens = random_codes(vectors.shape[0], s, k, generator=g)
+            metrics = _diagnostics(tokens[:, :k], [s] * k, groups)
+            run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+            _write_tokens(tokens, None, outputs["tokens"])
+            write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
+        return
+
+    model = ResidualQuantizedVAE(
+        vectors.shape[1], h, tuple(opts["hidden_dims"]), levels=k, codebook_size=s,
+        geometry=method["geometry"], curvature=method.get("curvature", 1.0),
+        residual=method.get("residual", "paper"), commitment=opts["commitment"],
+        loss_distance=method.get("loss_distance", "squared_norm"), kmeans_init=opts["kmeans_init"],
+    ).to(device)
+    hyper["tokenizer"] = opts
+    with job_run(params, hyper) as run:
+        start = time.perf_counter()
+        train_vae(model, vectors, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
+                  seed=seed, on_epoch=epoch_logger(run, "tokenizer"))
+        seconds = time.perf_counter() - start
+        model.eval()
+        with torch.no_grad():
+            codes = model.encode(vectors)
+            latent = model.to_latent(vectors)
+            norms = model.latent_norms(vectors)
+        metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
+        metrics["reconstruction_loss"] = evaluate_vae(model, vectors)["reconstruction_loss"]
+        metrics.update(norm_mean=float(norms.mean()), norm_std=float(norms.std()),
+                       norm_cv=float(norms.std() / norms.mean()), train_seconds=seconds)
+        run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+        _write_tokens(append_dedup_token(codes), latent, outputs["tokens"])
+        write_parquet(metrics_frame(seed, metrics), outputs["metrics"])

@@ -1,0 +1,211 @@
+"""The paper's Figure 1 (metric vs embedding dimension h) and Figure 4 (token space).
+
+Figures are built with matplotlib's object-oriented API on an Agg canvas (no pyplot state,
+no global rcParams changes), saved as PNG through :func:`hrq.io.atomic_output` and released
+right after saving.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
+
+from hrq.io import atomic_output
+from hrq.tables.paper import lookup_paper
+
+__all__ = ["TokenSpacePanel", "plot_recall_vs_h", "plot_token_space", "token_colors"]
+
+_LABELS = {"rq": "RQ", "hrq": "HRQ", "rqvae": "RQ-VAE", "hrqvae": "HRQ-VAE", "random": "Random"}
+
+
+def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        fig.clear()  # release artists; the figure is not registered with pyplot
+    return path
+
+
+def _is_na(x) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
+
+# ----------------------------------------------------------------------------- Figure 1
+
+
+def _recall_vs_h_figure(
+    cells: pd.DataFrame, *, k: int, s: int, metric: str, methods: Sequence[str],
+    dataset: str | None = None,
+) -> Figure:
+    need = {"method", "k", "s", "h", "metric", "mean", "std"}
+    missing = need - set(cells.columns)
+    if missing:
+        raise ValueError(f"cells lacks columns {sorted(missing)}")
+    sel = cells[
+        (cells["k"] == k).fillna(False).astype(bool)
+        & (cells["s"] == s).fillna(False).astype(bool)
+        & (cells["metric"] == metric)
+        & cells["method"].isin(list(methods))
+        & cells["h"].notna()
+    ]
+    if dataset is not None and "dataset" in sel.columns:
+        sel = sel[sel["dataset"] == dataset]
+    if "dataset" in sel.columns and sel["dataset"].nunique() > 1:
+        raise ValueError(
+            f"cells hold several datasets {sorted(sel['dataset'].unique())}; pass dataset="
+        )
+    if sel.empty:
+        raise ValueError(f"no cells for k={k}, s={s}, metric={metric!r}, methods={list(methods)}")
+    if sel.duplicated(["method", "h"]).any():
+        raise ValueError("several cells per (method, h); filter the cells first")
+
+    fig = Figure(figsize=(5.0, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    colors = colormaps["tab10"].colors
+    hs_all: set[int] = set()
+    for i, m in enumerate(methods):
+        d = sel[sel["method"] == m].sort_values("h")
+        if d.empty:
+            continue
+        color = colors[i % len(colors)]
+        h = d["h"].astype(int).to_numpy()
+        hs_all.update(h.tolist())
+        mean = d["mean"].astype(float).to_numpy()
+        err = np.nan_to_num(d["std"].astype(float).to_numpy(), nan=0.0)
+        ns = sorted(set(d["n"].astype(int))) if "n" in d.columns else []
+        n_lab = f", n={ns[0]}" if len(ns) == 1 else ""
+        ax.errorbar(h, mean, yerr=err, color=color, marker="o", capsize=3, linestyle="-",
+                    label=f"{_LABELS.get(m, m)} (ours{n_lab})")
+        # The paper's values for the same (k, s, method) at the measured h.
+        if "paper_value" in d.columns:
+            paper = d["paper_value"].astype(float).to_numpy()
+        else:
+            ds = d["dataset"].iloc[0] if "dataset" in d.columns else "wordnet"
+            looked = [lookup_paper(1, ds, m, metric, k=k, s=s, h=int(hh)) for hh in h]
+            paper = np.array([np.nan if v is None else v[0] for v in looked])
+        ok = ~np.isnan(paper)
+        if ok.any():
+            ax.plot(h[ok], paper[ok], color=color, linestyle="--", marker="o",
+                    markerfacecolor="none", label=f"{_LABELS.get(m, m)} (paper)")
+    hs = sorted(hs_all)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(hs))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(v) for v in hs])
+    if len(hs) == 1:
+        ax.set_xlim(hs[0] / 2 ** 0.5, hs[0] * 2 ** 0.5)
+    ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
+    ax.set_xlabel("embedding dimension h")
+    ax.set_ylabel(metric.replace("recall", "Recall").replace("ndcg", "NDCG"))
+    ax.set_title(f"k={k}, |C|={s}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_recall_vs_h(
+    cells: pd.DataFrame,
+    *,
+    k: int,
+    s: int,
+    metric: str = "recall@10",
+    methods: Sequence[str] = ("rq", "hrq"),
+    path: str | os.PathLike[str],
+    dataset: str | None = None,
+) -> Path:
+    """Figure 1: ``metric`` vs ``h`` at fixed ``(k, s)``, one solid line per method with ±std
+    error bars, and the paper's values at the same (k, s, method, h) as dashed lines with
+    hollow markers where published (taken from the cells' ``paper_value``, else looked up in
+    Table 1). The x axis is log2-scaled with ticks at the measured h. ``dataset`` selects one
+    dataset when the cells hold several. Returns ``path``."""
+    fig = _recall_vs_h_figure(cells, k=k, s=s, metric=metric, methods=methods, dataset=dataset)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- Figure 4
+
+
+@dataclass(frozen=True)
+class TokenSpacePanel:
+    """One Figure-4 panel: 2-D ``points`` [N, 2] with their ``first``/``second`` tokens [N].
+    ``curvature`` c > 0 draws the Poincaré-ball boundary (radius 1/sqrt(c)) and fixes the
+    limits to the ball; ``None`` is a Euclidean panel (limits from the data). Both use equal
+    aspect."""
+
+    title: str
+    points: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    curvature: float | None = None
+
+
+def token_colors(first: np.ndarray, second: np.ndarray, cmap: str = "tab10") -> np.ndarray:
+    """RGB colors [N, 3]: hue from ``first`` (a qualitative colormap, cycled), lightness from
+    the rank of ``second`` among the second tokens seen with that first token (dark -> light)."""
+    first = np.asarray(first).ravel()
+    second = np.asarray(second).ravel()
+    if first.shape != second.shape:
+        raise ValueError("first and second must have the same length")
+    base = colormaps[cmap].colors
+    out = np.zeros((first.size, 3))
+    for i, f in enumerate(np.unique(first)):
+        in_f = first == f
+        h, _, sat = colorsys.rgb_to_hls(*base[i % len(base)][:3])
+        seconds = np.unique(second[in_f])
+        light = np.linspace(0.3, 0.75, len(seconds)) if len(seconds) > 1 else np.array([0.5])
+        for j, t in enumerate(seconds):
+            out[in_f & (second == t)] = colorsys.hls_to_rgb(h, float(light[j]), sat)
+    return out
+
+
+def _token_space_figure(panels: Sequence[TokenSpacePanel]) -> Figure:
+    panels = list(panels)
+    if not panels:
+        raise ValueError("no panels")
+    fig = Figure(figsize=(4.2 * len(panels), 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, p in zip(axes, panels):
+        pts = np.asarray(p.points, dtype=float)
+        if pts.ndim != 2 or pts.shape[1] != 2:
+            raise ValueError(f"{p.title}: points must be [N, 2], got {pts.shape}")
+        first, second = np.asarray(p.first).ravel(), np.asarray(p.second).ravel()
+        if not (len(first) == len(second) == len(pts)):
+            raise ValueError(f"{p.title}: points, first and second lengths differ")
+        ax.scatter(pts[:, 0], pts[:, 1], c=token_colors(first, second), s=6, linewidths=0)
+        if p.curvature is not None:
+            if not p.curvature > 0:
+                raise ValueError(f"{p.title}: curvature must be > 0, got {p.curvature}")
+            r = 1.0 / math.sqrt(p.curvature)
+            ax.add_patch(Circle((0.0, 0.0), r, fill=False, color="0.3", linewidth=1.0))
+            ax.set_xlim(-1.05 * r, 1.05 * r)
+            ax.set_ylim(-1.05 * r, 1.05 * r)
+            ax.set_aspect("equal")
+        else:
+            ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(p.title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def plot_token_space(panels: Sequence[TokenSpacePanel], path: str | os.PathLike[str]) -> Path:
+    """Figure 4: one subplot per panel, points colored by first token (hue) and second token
+    (shade within the hue); hyperbolic panels show the ball boundary at equal aspect.
+    Returns ``path``."""
+    return _save(_token_space_figure(panels), path)

@@ -1,0 +1,68 @@
+"""Config resolution and validation: presets, user overrides, errors that name the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hrq.config import ConfigError, load_config, resolve_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_is_demo_and_paper_is_the_protocol():
+    demo = load_config()
+    assert demo["preset"] == "demo"
+    assert demo["device"] == "cpu" and len(demo["seeds"]) >= 2
+    assert demo["hierarchy"]["datasets"] == ["synthetic_taxonomy"]
+    paper = load_config(preset="paper")
+    assert paper["seeds"] == list(range(8))
+    assert paper["hierarchy"]["grid"] == {"k": [3, 4], "s": [64, 128, 256], "h": [4, 8, 16, 32]}
+    assert paper["hierarchy"]["tokenizer"]["epochs"] == 1500
+    assert paper["hierarchy"]["tokenizer"]["warmup_epochs"] == 20
+    assert paper["recommendation"]["tokenizer"]["hidden_dims"] == [512, 256, 128]
+    assert paper["recommendation"]["grid"] == {"k": [3], "s": [256], "h": [32]}
+
+
+def test_user_overrides_beat_the_preset():
+    cfg = load_config(device="auto", hierarchy={"grid": {"h": [2]}})
+    assert cfg["device"] == "auto"  # demo sets cpu
+    assert cfg["hierarchy"]["grid"] == {"k": [3], "s": [16], "h": [2]}  # only h replaced
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"preset": "nope"}, "preset: 'nope' is not a defined preset"),
+        ({"hierarchy": {"grid": {"k": [0]}}}, "hierarchy.grid.k[0]"),
+        ({"seeds": []}, "seeds"),
+        ({"device": "tpu"}, "device"),
+        ({"bogus": 1}, "'bogus' was unexpected"),
+        ({"hierarchy": {"compare": ["rq", "foo"]}}, "hierarchy.compare[1]: method 'foo'"),
+        ({"recommendation": {"datasets": ["missing"]}}, "recommendation.datasets[0]: dataset 'missing'"),
+        ({"hierarchy": {"methods": {"hrq": {"geometry": "sphere"}}}}, "hierarchy.methods.hrq.geometry"),
+        ({"recommendation": {"seq2seq": {"num_beams": 5}}}, "recommendation.seq2seq.num_beams"),
+        ({"hierarchy": {"figure1": {"k": 7}}}, "hierarchy.figure1.k: 7 is not in hierarchy.grid.k"),
+    ],
+)
+def test_errors_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(**overrides)
+    assert key in str(err.value)
+
+
+def test_a_preset_cannot_select_another_preset():
+    raw = {**load_config(), "presets": {"x": {"preset": "demo"}}, "preset": "x"}
+    with pytest.raises(ConfigError, match="presets.x.preset"):
+        resolve_config(raw)
+
+
+def test_snakemake_reports_the_bad_key(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "all_tables", "--cores", "1",
+         "--config", "threads=0", "--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "threads: 0 is less than the minimum of 1" in proc.stdout + proc.stderr

@@ -1,0 +1,113 @@
+"""The pieces the pipeline stages are made of: closure, split, protocol, hierarchy tokenizer."""
+
+import numpy as np
+import pytest
+import torch
+
+from hrq.data import make_catalog, make_hierarchy, transitive_closure
+from hrq.hierarchy import HierarchyTokenizer, RelationSampler, ranking_metrics, train_hierarchy_tokenizer
+from hrq.recsys import filter_and_truncate, leave_one_out
+from hrq.stages.data import split_relations
+
+
+def test_transitive_closure_of_a_hand_built_tree():
+    #      0
+    #    1   2
+    #   3 4    5
+    #          6
+    parent = torch.tensor([-1, 0, 0, 1, 1, 2, 5])
+    pairs = {tuple(p) for p in transitive_closure(parent).tolist()}
+    assert pairs == {(1, 0), (2, 0), (3, 1), (3, 0), (4, 1), (4, 0), (5, 2), (5, 0), (6, 5), (6, 2), (6, 0)}
+
+
+def test_transitive_closure_rejects_cycles():
+    with pytest.raises(ValueError, match="cycle"):
+        transitive_closure(torch.tensor([1, 2, 0]))
+
+
+@pytest.mark.parametrize("depth, branching", [(1, 2), (3, 3), (4, 4)])
+def test_complete_tree_sizes(depth, branching):
+    tree = make_hierarchy(depth, branching)
+    n = sum(branching**level for level in range(depth + 1))
+    assert len(tree.names) == n
+    # every node at level l has exactly l ancestors
+    expected_pairs = sum(level * branching**level for level in range(depth + 1))
+    assert transitive_closure(tree.parent).shape == (expected_pairs, 2)
+    assert int((tree.parent == -1).sum()) == 1 and int(tree.top_level[0]) == -1
+
+
+def test_split_is_seeded_disjoint_and_sized():
+    rel = transitive_closure(make_hierarchy(3, 4).parent)
+    a = split_relations(rel, 0.15, seed=0)
+    assert (a == split_relations(rel, 0.15, seed=0)).all()
+    assert not (a == split_relations(rel, 0.15, seed=1)).all()
+    assert int((a == "test").sum()) == round(0.15 * len(rel))
+    assert set(a) == {"train", "test"}
+
+
+def test_leave_one_out_on_a_hand_example():
+    seqs = [[1, 2, 3, 4, 5, 6], [7, 8, 9], [10, 11, 12, 13, 14]]
+    split = leave_one_out(seqs, min_length=5, max_length=5)
+    # user 0 truncated to its last 5: [2, 3, 4, 5, 6]; user 1 dropped (too short)
+    assert split.users == 2
+    assert split.test.histories == [[2, 3, 4, 5], [10, 11, 12, 13]]
+    assert split.test.targets == [6, 14]
+    assert split.valid.histories == [[2, 3, 4], [10, 11, 12]]
+    assert split.valid.targets == [5, 13]
+    assert list(zip(split.train.histories, split.train.targets)) == [
+        ([2], 3), ([2, 3], 4), ([10], 11), ([10, 11], 12)]
+    assert filter_and_truncate(seqs, 3, 2) == [[5, 6], [8, 9], [13, 14]]
+
+
+def test_catalog_users_stay_in_their_subtree():
+    cat = make_catalog(depth=3, branching=4, dim=16, users=50, stay_probability=1.0, seed=0)
+    paths = cat.taxonomy.paths
+    for seq in cat.sequences:
+        assert 5 <= len(seq) <= 40
+        assert len({tuple(paths[i, :2].tolist()) for i in seq}) == 1
+    assert len(cat.texts) == paths.shape[0] and "category" in cat.texts[0]
+
+
+def test_sampler_masks_true_hypernyms():
+    rel = transitive_closure(make_hierarchy(2, 3).parent)
+    sampler = RelationSampler(rel, 13, negatives=200, generator=torch.Generator().manual_seed(0))
+    true = {tuple(p) for p in rel.tolist()}
+    for child, parent, neg, valid in sampler.batches(8):
+        for i in range(child.numel()):
+            for j in range(neg.shape[1]):
+                u, v = int(child[i]), int(neg[i, j])
+                bad = (u, v) in true or v == u or v == int(parent[i])
+                assert bool(valid[i, j]) == (not bad)
+
+
+@pytest.mark.parametrize("geometry", ["euclidean", "poincare"])
+def test_hierarchy_tokenizer_learns(geometry):
+    tree = make_hierarchy(3, 3)
+    rel = transitive_closure(tree.parent)
+    torch.manual_seed(0)
+    model = HierarchyTokenizer(len(tree.names), 4, 2, 8, geometry=geometry)
+    before = ranking_metrics(model, rel, len(tree.names))
+    hist = train_hierarchy_tokenizer(model, rel, epochs=30, lr=0.1, batch_size=64, warmup_epochs=2,
+                                     progress=False)
+    after = ranking_metrics(model, rel, len(tree.names))
+    assert hist[-1]["train/relation_loss"] < 0.8 * hist[0]["train/relation_loss"]
+    assert after["map"] > before["map"] + 0.1
+    assert torch.isfinite(model.embedding).all()
+    if geometry == "poincare":
+        assert float(model.embedding.detach().norm(dim=-1).max()) < 1.0
+    assert model.multitokens().unique(dim=0).shape[0] == len(tree.names)
+
+
+def test_ranking_metrics_of_a_perfect_embedding():
+    # two chains 1->0 and 2->0: put each child next to its parent and far from the other
+    model = HierarchyTokenizer(3, 2, 1, 2)
+    with torch.no_grad():
+        model.embedding.copy_(torch.tensor([[0.0, 0.0], [0.1, 0.0], [-0.1, 0.0]]))
+    rel = torch.tensor([[1, 0], [2, 0]])
+    m = ranking_metrics(model, rel, 3)
+    assert m == {"mean_rank": 1.0, "map": 1.0}
+    with torch.no_grad():
+        model.embedding.copy_(torch.tensor([[5.0, 0.0], [0.1, 0.0], [-0.1, 0.0]]))
+    m = ranking_metrics(model, rel, 3)
+    assert m["mean_rank"] == 2.0 and m["map"] == pytest.approx(0.5)
+    assert np.isfinite(list(m.values())).all()

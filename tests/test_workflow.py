@@ -1,0 +1,214 @@
+"""The Snakemake workflow end to end on a tiny preset, in a temporary working directory.
+
+One full run (module fixture) is shared by the tests: tables, figures, cells and MLflow runs;
+a finished run has nothing left to do; one cell rebuilds by its path; a killed job leaves no
+output and a rerun completes; the SLURM profile dry-runs.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = {
+    "preset": "smoke",
+    "presets": {
+        "smoke": {
+            "seeds": [0, 1],
+            "device": "cpu",
+            "threads": 1,
+            "datasets": {
+                "synthetic_taxonomy": {"depth": 3, "branching": 3},
+                "synthetic_catalog": {"depth": 2, "branching": 4, "leaves_per_node": 2, "users": 40,
+                                      "max_length": 8},
+            },
+            "hierarchy": {
+                "datasets": ["synthetic_taxonomy"],
+                "grid": {"k": [2], "s": [8], "h": [4]},
+                "tokenizer": {"epochs": 4, "warmup_epochs": 1, "lr": 0.1, "batch_size": 64},
+                "seq2seq": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_heads": 2, "d_kv": 8,
+                            "epochs": 2, "batch_size": 64, "lr": 0.003},
+                "figure1": {"k": 2, "s": 8},
+            },
+            "recommendation": {
+                "datasets": ["synthetic_catalog"],
+                "embedding": {"backend": "taxonomy"},
+                "grid": {"k": [2], "s": [8], "h": [4]},
+                "tokenizer": {"hidden_dims": [16], "epochs": 3, "batch_size": 32, "lr": 0.003},
+                "seq2seq": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_heads": 2, "d_kv": 8,
+                            "epochs": 1, "batch_size": 64, "lr": 0.003},
+                "figure4": {"dataset": "synthetic_catalog", "k": 2, "s": 4, "epochs": 3},
+            },
+        }
+    },
+}
+TABLES = ["table1", "table2", "table3", "table4", "tokenizers_hierarchy", "tokenizers_recommendation"]
+
+
+def snakemake(workdir, *args, check=True, timeout=900, **popen):
+    cmd = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(workdir / "smoke.yaml")]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    env.pop("MLFLOW_TRACKING_URI")
+    if popen:
+        return subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, **popen)
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    (workdir / "smoke.yaml").write_text(yaml.safe_dump(SMOKE))
+    start = time.perf_counter()
+    proc = snakemake(workdir, "all_tables", "--cores", "2")
+    print(f"smoke all_tables: {time.perf_counter() - start:.0f}s")
+    return workdir, proc
+
+
+def mlflow_client(workdir):
+    from mlflow.tracking import MlflowClient
+
+    import hrq.tracking  # noqa: F401  (telemetry off)
+
+    return MlflowClient(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+
+
+def test_all_tables_and_figures_are_built(run):
+    workdir, _ = run
+    out = workdir / "results" / "smoke"
+    for name in TABLES:
+        for ext in ("md", "csv", "parquet"):
+            assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
+    t1 = (out / "tables" / "table1.md").read_text()
+    assert "RQ mean ± std" in t1 and "HRQ mean ± std" in t1 and "Welch p" in t1
+    t2 = pd.read_parquet(out / "tables" / "table2.parquet")
+    assert set(t2["method"]) == {"random", "rqvae", "hrqvae"}
+    assert set(t2["metric"]) == {"ndcg@5", "recall@5", "ndcg@10", "recall@10"}
+    assert (t2["n"] == 2).all()
+    for fig in ("fig1_synthetic_taxonomy.png", "fig4_synthetic_catalog.png"):
+        assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG"
+    # no temp files left behind anywhere
+    assert not [p for p in out.rglob(".*tmp*")]
+    # one log per job
+    assert len(list((out / "logs").rglob("*.log"))) >= 40
+
+
+def test_cells_aggregate_their_seed_files(run):
+    workdir, _ = run
+    out = workdir / "results" / "smoke"
+    cell = pd.read_parquet(out / "cells/table1/synthetic_taxonomy/hrq/k2_s8_h4.parquet")
+    seeds = [pd.read_parquet(out / f"downstream/synthetic_taxonomy/hrq/k2_s8_h4/seed{s}/metrics.parquet")
+             for s in (0, 1)]
+    values = [float(df.loc[df["metric"] == "recall@10", "value"].iloc[0]) for df in seeds]
+    row = cell[cell["metric"] == "recall@10"].iloc[0]
+    assert list(row["values"]) == pytest.approx(values)
+    assert row["mean"] == pytest.approx(sum(values) / 2)
+    assert row["std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert row["n"] == 2 and list(row["seeds"]) == [0, 1]
+
+
+def test_mlflow_has_one_parent_per_cell_and_one_child_per_job(run):
+    workdir, _ = run
+    client = mlflow_client(workdir)
+    expected = {"smoke/table1": (2, 2 * 2 * 2), "smoke/table2": (3, 3 * 2 * 2)}
+    for name, (n_cells, n_jobs) in expected.items():
+        exp = client.get_experiment_by_name(name)
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        parents = [r for r in runs if r.data.tags.get("hrq.kind") == "cell"]
+        children = [r for r in runs if r.data.tags.get("hrq.kind") == "job"]
+        assert len(parents) == n_cells and len(children) == n_jobs
+        parent_ids = {r.info.run_id for r in parents}
+        assert all(r.data.tags["mlflow.parentRunId"] in parent_ids for r in children)
+        assert all(r.info.status == "FINISHED" for r in runs)
+        assert len({r.data.tags["hrq.job_key"] for r in children}) == n_jobs
+    exp = client.get_experiment_by_name("smoke/table1")
+    parent = client.search_runs([exp.experiment_id], "tags.`hrq.kind` = 'cell'")[0]
+    assert parent.data.metrics["recall_at_10/n"] == 2
+    assert "recall_at_10/mean" in parent.data.metrics
+    job = client.search_runs([exp.experiment_id], "attributes.run_name = 'seed0 tokenizer'")[0]
+    curve = client.get_metric_history(job.info.run_id, "tokenizer/train/loss")
+    assert [m.step for m in curve] == [0, 1, 2, 3]  # one point per epoch
+    assert job.data.params["tokenizer.epochs"] == "4"
+
+
+def test_nothing_to_do_after_a_complete_run(run):
+    workdir, _ = run
+    proc = snakemake(workdir, "-n", "all_tables")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_one_cell_rebuilds_by_its_path(run):
+    workdir, _ = run
+    rel = "results/smoke/cells/table2/synthetic_catalog/hrqvae/k2_s8_h4.parquet"
+    cell = workdir / rel
+    before = pd.read_parquet(cell)
+    cell.unlink()
+    proc = snakemake(workdir, rel, "--cores", "1")
+    log = proc.stdout + proc.stderr
+    assert "aggregate_cell        1" in log.replace("aggregate_cell         1", "aggregate_cell        1") or \
+        "1 of 1 steps (100%) done" in log
+    pd.testing.assert_frame_equal(pd.read_parquet(cell), before)
+    client = mlflow_client(workdir)
+    exp = client.get_experiment_by_name("smoke/table2")
+    parents = client.search_runs([exp.experiment_id], "tags.`hrq.kind` = 'cell'")
+    assert len(parents) == 3  # the cell's parent run was reused, not duplicated
+
+
+def _job_pids(marker):
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "hrq.stages" in cmd and marker in cmd:
+                pids.append(int(d.name))
+    return pids
+
+
+def test_a_killed_job_leaves_no_output_and_a_rerun_completes(run):
+    workdir, _ = run
+    rel = "results/smoke/downstream/synthetic_catalog/rqvae/k2_s8_h4/seed1/metrics.parquet"
+    target = workdir / rel
+    target.unlink()
+    proc = snakemake(workdir, rel, "--cores", "1", "--retries", "0", start_new_session=True)
+    deadline = time.time() + 120
+    pids = []
+    while time.time() < deadline and not pids:
+        pids = _job_pids(str(Path(rel).parent))
+        time.sleep(0.2)
+    assert pids, "the job never started"
+    time.sleep(3)  # inside the job: imports done or training under way
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert not target.exists()
+    assert not list(target.parent.glob(".*tmp*"))
+    snakemake(workdir, rel, "--cores", "1")
+    assert pd.read_parquet(target)["metric"].tolist()
+    client = mlflow_client(workdir)
+    exp = client.get_experiment_by_name("smoke/table2")
+    live = [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+            if r.data.tags.get("hrq.job_key") == rel]
+    assert len(live) == 1 and live[0].info.status == "FINISHED"
+
+
+def test_slurm_profile_dry_run(run):
+    workdir, _ = run
+    proc = snakemake(workdir, "-n", "all_tables", "--forceall",
+                     "--workflow-profile", str(REPO / "workflow/profiles/slurm"))
+    log = proc.stdout + proc.stderr
+    assert "tokenize_hierarchy" in log and "This was a dry-run" in log
