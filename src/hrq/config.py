@@ -12,6 +12,8 @@ two configured methods, ...) are checked here too, with the same key-path messag
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -126,11 +128,15 @@ def load_config(path: str | Path = CONFIG_PATH, **overrides: Any) -> dict[str, A
 
 
 def uses_gpu(config: Mapping[str, Any]) -> bool:
-    """Whether training jobs will run on CUDA: ``device: cuda``, or ``auto`` with a visible GPU."""
-    if config["device"] == "cuda":
-        return True
-    if config["device"] == "cpu":
-        return False
-    import torch
+    """Whether training jobs will run on CUDA: ``device: cuda``, or ``auto`` with a visible GPU.
 
-    return torch.cuda.is_available()
+    For ``auto`` this is the cheap test the scheduler needs (an NVIDIA driver is installed and
+    ``CUDA_VISIBLE_DEVICES`` does not hide every GPU) rather than importing torch, which would
+    cost every Snakemake start-up seconds; the jobs themselves decide with
+    ``torch.cuda.is_available()``.
+    """
+    if config["device"] in ("cuda", "cpu"):
+        return config["device"] == "cuda"
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia/gpus").is_dir()

@@ -39,7 +39,7 @@ wildcard_constraints:
     s=r"\d+",
     h=r"\d+",
     seed=r"\d+",
-    table=r"table1|table2|table4|tokenizers_hierarchy|tokenizers_recommendation",
+    table=r"table1|table2",
 
 
 def job_spec(input, output, params):

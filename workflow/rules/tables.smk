@@ -1,50 +1,43 @@
 # Cells (mean ± std over seeds, paper value, Δ; logged as MLflow parent runs), tables, figures.
 # Rebuild one cell:  snakemake results/demo/cells/table1/synthetic_taxonomy/hrq/k3_s16_h8.parquet
 METHOD_LABELS = {"rq": "RQ", "hrq": "HRQ", "rqvae": "RQ-VAE", "hrqvae": "HRQ-VAE", "random": "Random"}
-TABLE_METRICS = {
-    "table1": ["recall@10"],
-    "table2": ["ndcg@5", "recall@5", "ndcg@10", "recall@10"],
-    "table4": ["norm_mean", "norm_std", "norm_cv"],
-    "tokenizers_hierarchy": [],  # all diagnostics the tokenizer wrote
-    "tokenizers_recommendation": [],
-}
-# Which per-seed file a table's cells aggregate: downstream results or tokenizer diagnostics.
-TABLE_SOURCE = {"table1": "downstream", "table2": "downstream", "table4": "tokens",
-                "tokenizers_hierarchy": "tokens", "tokenizers_recommendation": "tokens"}
-PAPER_TABLES = {"table1", "table2", "table4"}
+# A cell is one (dataset, method, k, s, h) of a task: its seeds' downstream metrics and, under
+# `tokenizer/`, the same seeds' tokenizer diagnostics. Table 1 and Table 2 own the cells;
+# Table 4 and the diagnostics tables are views of them (no second copy of any number).
+CELL_TABLES = {"table1": HIER, "table2": REC}
 VAE_METHODS = [m for m, spec in REC["methods"].items() if spec["kind"] == "vae"]
 
 
-def table_cells(table):
-    """(dataset, method, k, s, h) of every cell of a table, from the config."""
-    if table in ("table1", "tokenizers_hierarchy"):
-        datasets, cells = HIER["datasets"], grid_cells(HIER)
-    else:
-        datasets, cells = REC["datasets"], grid_cells(REC)
-        if table == "table4":
-            cells = [c for c in cells if c[0] in VAE_METHODS]
-    return [(d, *c) for d in datasets for c in cells]
+def table_cells(table, methods=None):
+    """(dataset, method, k, s, h) of every cell of a task table, from the config."""
+    section = CELL_TABLES[table]
+    cells = [c for c in grid_cells(section) if methods is None or c[0] in methods]
+    return [(d, *c) for d in section["datasets"] for c in cells]
 
 
 def cell_path(table, dataset, method, k, s, h):
     return f"{R}/cells/{table}/{dataset}/{method}/k{k}_s{s}_h{h}.parquet"
 
 
-def seed_files(w):
-    kind = TABLE_SOURCE[w.table]
-    return [f"{R}/{kind}/{w.dataset}/{w.method}/k{w.k}_s{w.s}_h{w.h}/seed{seed}/metrics.parquet"
-            for seed in SEEDS]
+def seed_files(kind):
+    def files(w):
+        return [f"{R}/{kind}/{w.dataset}/{w.method}/k{w.k}_s{w.s}_h{w.h}/seed{seed}/metrics.parquet"
+                for seed in SEEDS]
+
+    return files
 
 
 rule aggregate_cell:
     input:
-        seeds=seed_files,
+        seeds=seed_files("downstream"),
+        tokenizer_seeds=seed_files("tokens"),
     output:
         cell=f"{R}/cells/{{table}}/{{dataset}}/{{method}}/{GRID_DIR}.parquet",
+    wildcard_constraints:
+        table="table1|table2",
     params:
         job=lambda w, input, output: job_spec(input, output, {
-            "table": w.table, "keys": cell_of(w), "metrics": TABLE_METRICS[w.table],
-            "paper": w.table in PAPER_TABLES,
+            "table": w.table, "keys": cell_of(w),
             "tracking": {"results_dir": RESULTS, "experiment": f"{PRESET}/{w.table}", "cell": cell_of(w)}}),
     log:
         f"{R}/logs/aggregate_cell/{{table}}/{{dataset}}/{{method}}/{GRID_DIR}.log",
@@ -54,29 +47,34 @@ rule aggregate_cell:
 
 TABLES = {
     "table1": dict(
+        cells="table1", metrics=["recall@10"],
         index=["dataset", "k", "s", "h", "metric"], methods=list(HIER["methods"]), compare=HIER["compare"],
         title="Table 1: hypernym generation, Recall@10 on held-out relations",
         footnotes=["A test relation (u, v) is a hit when v's whole multitoken (extra token included) is "
                    "among the 10 multitokens beam search (10 beams, constrained to existing nouns) "
                    "returns for u; Recall@10 is the mean over test relations."]),
     "table2": dict(
+        cells="table2", metrics=["ndcg@5", "recall@5", "ndcg@10", "recall@10"],
         index=["dataset", "k", "s", "h", "metric"], methods=list(REC["methods"]), compare=REC["compare"],
         title="Table 2: generative recommendation, leave-one-out test",
         footnotes=["A recommendation is a hit only when the whole multitoken, extra token included, "
                    "equals the held-out item's.",
                    f"Item embeddings: {REC['embedding']['backend']} backend."]),
     "table4": dict(
+        cells="table2", prefix="tokenizer/", metrics=["norm_mean", "norm_std", "norm_cv"], paper_table=4,
         index=["dataset", "k", "s", "h", "metric"], methods=VAE_METHODS, compare=REC["compare"],
         percent=False, digits=4,
         title="Table 4: norms of the quantized latents (RQ-VAE: ||x_s||, HRQ-VAE: ||log0(x_s)||)",
         footnotes=["norm_cv = std / mean of the norms over all items (the paper's coefficient of variation)."]),
     "tokenizers_hierarchy": dict(
+        cells="table1", prefix="tokenizer/", metrics=[],
         index=["dataset", "k", "s", "h", "metric"], methods=list(HIER["methods"]), compare=HIER["compare"],
         percent=False, digits=3, title="Tokenizer diagnostics: hierarchy modelling",
         footnotes=["collision_rate is before the extra token; first_token_purity is against the "
                    "ground-truth top-level subtree (synthetic data only); mean_rank/map rank true "
                    "hypernyms by the continuous embedding (Nickel & Kiela, train relations)."]),
     "tokenizers_recommendation": dict(
+        cells="table2", prefix="tokenizer/", metrics=[],
         index=["dataset", "k", "s", "h", "metric"], methods=list(REC["methods"]), compare=REC["compare"],
         percent=False, digits=3, title="Tokenizer diagnostics: hierarchy discovery",
         footnotes=["collision_rate is before the extra token; first_token_purity is against the "
@@ -84,8 +82,8 @@ TABLES = {
 }
 
 
-def table_inputs(table):
-    return [cell_path(table, *c) for c in table_cells(table)]
+def table_inputs(spec):
+    return [cell_path(spec["cells"], *c) for c in table_cells(spec["cells"], spec["methods"])]
 
 
 for _name, _spec in TABLES.items():
@@ -94,7 +92,7 @@ for _name, _spec in TABLES.items():
         name:
             _name
         input:
-            cells=table_inputs(_name),
+            cells=table_inputs(_spec),
         output:
             md=f"{R}/tables/{_name}.md",
             csv=f"{R}/tables/{_name}.csv",
@@ -116,7 +114,7 @@ rule table3:
         parquet=f"{R}/tables/table3.parquet",
     params:
         job=lambda w, input, output: job_spec(input, output, {
-            "title": "Table 3: dataset statistics after the protocol (≥5 interactions, last 20)",
+            "title": "Table 3: dataset statistics after the protocol (short histories dropped, long ones truncated)",
             "footnotes": ["The paper's Table 3 swaps the Toys and Sports rows; ML-10M's 71,567 users "
                           "include tag-only users."]}),
     log:
@@ -168,13 +166,9 @@ rule figure4:
 
 def all_table_outputs():
     out = []
-    names = [*TABLES] + (["table3"] if REC["datasets"] else [])
+    names = [n for n, spec in TABLES.items() if CELL_TABLES[spec["cells"]]["datasets"]]
+    names += ["table3"] if REC["datasets"] else []
     for name in names:
-        if name.startswith("tokenizers_hierarchy") or name == "table1":
-            if not HIER["datasets"]:
-                continue
-        elif not REC["datasets"]:
-            continue
         out += [f"{R}/tables/{name}.{ext}" for ext in ("md", "csv", "parquet")]
     out += [f"{R}/figures/fig1_{d}.png" for d in HIER["datasets"]]
     out.append(f"{R}/figures/fig4_{REC['figure4']['dataset']}.png")

@@ -17,23 +17,19 @@ from hrq.tables.aggregate import aggregate_seeds
 from hrq.tables.paper import lookup_paper
 
 
+TOKENIZER_PREFIX = "tokenizer/"
+
+
 def aggregate_cell(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Aggregate per-seed metrics files into one cell. ``params``: ``{table, keys, metrics,
-    paper, tracking}``; ``metrics`` selects and orders metrics (all when empty); ``paper``
-    says whether the table has published values to compare with."""
-    frames = [read_parquet(p) for p in inputs["seeds"]]
-    seed_metrics = pd.concat(frames, ignore_index=True)
-    wanted = params.get("metrics") or list(pd.unique(seed_metrics["metric"]))
-    missing = set(wanted) - set(seed_metrics["metric"])
-    if missing:
-        raise ValueError(f"cell {params['keys']}: metrics {sorted(missing)} not found in {list(inputs['seeds'])}")
-    seed_metrics = seed_metrics[seed_metrics["metric"].isin(wanted)]
-    seed_metrics = seed_metrics.assign(order=seed_metrics["metric"].map(wanted.index)).sort_values(
-        ["order", "seed"], kind="stable")
-    keys = dict(params["keys"])
-    cell = aggregate_seeds(seed_metrics, {"table": params["table"], **keys} if params.get("paper") else keys)
-    if "table" not in cell:
-        cell.insert(0, "table", params["table"])
+    """Aggregate one cell's seeds: downstream metrics (``inputs['seeds']``) and, prefixed with
+    ``tokenizer/``, the tokenizer diagnostics of the same seeds (``inputs['tokenizer_seeds']``).
+    ``params``: ``{table, keys, tracking}``; the paper's values are looked up for ``table``."""
+    downstream = pd.concat([read_parquet(p) for p in inputs["seeds"]], ignore_index=True)
+    tokenizer = pd.concat([read_parquet(p) for p in inputs.get("tokenizer_seeds", [])] or [downstream.iloc[:0]],
+                          ignore_index=True)
+    tokenizer = tokenizer.assign(metric=TOKENIZER_PREFIX + tokenizer["metric"].astype(str))
+    seed_metrics = pd.concat([downstream, tokenizer], ignore_index=True)
+    cell = aggregate_seeds(seed_metrics, {"table": params["table"], **params["keys"]})
     write_parquet(cell, outputs["cell"])
     spec = params.get("tracking")
     if spec:
@@ -48,12 +44,37 @@ def aggregate_cell(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
         tracker.log_cell_metrics(spec["experiment"], spec["cell"], summary, artifacts=[outputs["cell"]])
 
 
+def select_metrics(cells: pd.DataFrame, metrics: list[str], prefix: str = "",
+                   paper_table: int | None = None) -> pd.DataFrame:
+    """The rows of ``cells`` a table shows: metrics under ``prefix`` (the prefix stripped), all of
+    them when ``metrics`` is empty, else those in ``metrics`` in that order. With ``paper_table``
+    the paper's value and Δ are looked up again in that table (Table 4 is a view of Table 2's
+    cells, so their paper columns come from Table 4, not Table 2)."""
+    rows = cells[cells["metric"].str.startswith(prefix)] if prefix else cells[~cells["metric"].str.contains("/")]
+    rows = rows.assign(metric=rows["metric"].str.slice(len(prefix)))
+    if metrics:
+        missing = set(metrics) - set(rows["metric"])
+        if missing:
+            raise ValueError(f"cells lack metrics {sorted(missing)} (have {sorted(set(rows['metric']))})")
+        rows = rows[rows["metric"].isin(metrics)]
+        rows = rows.assign(_order=rows["metric"].map(metrics.index)).sort_values("_order", kind="stable")
+        rows = rows.drop(columns="_order")
+    if paper_table is not None:
+        found = [lookup_paper(paper_table, r.dataset, r.method, r.metric, r.k, r.s, r.h) for r in rows.itertuples()]
+        rows = rows.assign(table=f"table{paper_table}",
+                           paper_value=[f[0] if f else math.nan for f in found],
+                           paper_std=[f[1] if f else math.nan for f in found])
+        rows = rows.assign(delta=rows["mean"] - rows["paper_value"])
+    return rows.reset_index(drop=True)
+
+
 def render_table(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Cells -> ``<name>.md|csv|parquet``. ``params``: ``{index, methods, compare, percent,
-    digits, title, footnotes}``."""
-    cells = pd.concat([read_parquet(p) for p in inputs["cells"]], ignore_index=True)
+    """Cells -> ``<name>.md|csv|parquet``. ``params``: ``{metrics, prefix, paper_table, index,
+    methods, compare, percent, digits, title, footnotes}`` (see :func:`select_metrics`)."""
     from hrq.tables.render import render_table as render, write_table
 
+    cells = pd.concat([read_parquet(p) for p in inputs["cells"]], ignore_index=True)
+    cells = select_metrics(cells, params.get("metrics", []), params.get("prefix", ""), params.get("paper_table"))
     baseline, treatment = params.get("compare") or (None, None)
     rendered = render(cells, index=params["index"], methods=params["methods"], baseline=baseline,
                       treatment=treatment, percent=params.get("percent", True),
