@@ -2,7 +2,8 @@
 
 Artifacts (schemas in docs/artifacts.md):
 
-* hierarchy datasets: ``nodes.parquet`` (node_id, name, depth, top_level) and
+* hierarchy datasets (the synthetic tree, or WordNet's noun closure, see
+  :mod:`hrq.data.wordnet`): ``nodes.parquet`` (node_id, name, depth, top_level) and
   ``relations.parquet`` (child, parent, split ∈ {train, test}) — the transitive closure
   with a seeded random split;
 * recommendation datasets: ``items.parquet`` (item_id, raw_id, title, text, top_level),
@@ -13,6 +14,7 @@ Artifacts (schemas in docs/artifacts.md):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -37,6 +39,22 @@ def split_relations(relations: torch.Tensor, test_fraction: float, seed: int) ->
     return split
 
 
+def _wordnet(spec: Mapping[str, Any], workdir: Path) -> tuple[list[str], torch.Tensor, np.ndarray]:
+    """WordNet noun closure (or the subtree under ``spec['root']``) as node names, relation
+    ids ``[E, 2]`` and each noun's minimum depth below entity.n.01."""
+    from hrq.data.wordnet import noun_closure, open_wordnet, subtree
+
+    wn = open_wordnet(spec.get("dict_dir"), workdir)
+    pairs = noun_closure(wn)
+    if spec.get("root"):
+        pairs = subtree(pairs, spec["root"])
+    names = sorted({name for pair in pairs for name in pair})
+    index = {name: i for i, name in enumerate(names)}
+    relations = torch.tensor([[index[c], index[p]] for c, p in pairs], dtype=torch.long)
+    depth = np.array([wn.synset(name).min_depth() for name in names], dtype=np.int64)
+    return names, relations, depth
+
+
 def _not_yet(kind: str, issue: int) -> NotImplementedError:
     return NotImplementedError(
         f"dataset kind {kind!r} has no reader yet (tracked in issue #{issue}); the demo preset "
@@ -50,13 +68,14 @@ def prepare_data(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: 
     if params["task"] == "hierarchy":
         if kind == "synthetic_taxonomy":
             tree = make_hierarchy(spec["depth"], spec["branching"])
-            names, parent = tree.names, tree.parent
+            names = tree.names
             depth, top = tree.depth.numpy(), tree.top_level.numpy()
+            relations = transitive_closure(tree.parent)
         elif kind == "wordnet":
-            raise _not_yet(kind, 4)
+            names, relations, depth = _wordnet(spec, Path(outputs["nodes"]).parent / "wordnet_dict")
+            top = np.full(len(names), -1)
         else:
             raise ValueError(f"dataset {params['name']!r}: kind {kind!r} is not a hierarchy dataset")
-        relations = transitive_closure(parent)
         nodes = pd.DataFrame({"node_id": np.arange(len(names), dtype=np.int64), "name": names,
                               "depth": depth.astype(np.int64), "top_level": top.astype(np.int64)})
         rel = pd.DataFrame({"child": relations[:, 0].numpy(), "parent": relations[:, 1].numpy(),
