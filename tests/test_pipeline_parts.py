@@ -111,3 +111,13 @@ def test_ranking_metrics_of_a_perfect_embedding():
     m = ranking_metrics(model, rel, 3)
     assert m["mean_rank"] == 2.0 and m["map"] == pytest.approx(0.5)
     assert np.isfinite(list(m.values())).all()
+
+
+def test_tokenizer_diagnostics_without_ground_truth():
+    from hrq.stages.tokenize import _diagnostics
+
+    codes = torch.tensor([[0, 1], [0, 2], [1, 1]])
+    unknown = _diagnostics(codes, [2, 3], torch.full((3,), -1))
+    assert "first_token_purity" not in unknown and unknown["collision_rate"] == 0.0
+    known = _diagnostics(codes, [2, 3], torch.tensor([5, 5, 6]))
+    assert known["first_token_purity"] == 1.0

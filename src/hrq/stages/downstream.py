@@ -65,8 +65,8 @@ def hypernym_generation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], p
     tokens = vocab.encode(codes)
     train = rel[rel["split"] == "train"]
     test = rel[rel["split"] == "test"]
-    src = tokens[torch.from_numpy(train["child"].to_numpy())]
-    tgt = tokens[torch.from_numpy(train["parent"].to_numpy())]
+    src = tokens[torch.tensor(train["child"].to_numpy())]
+    tgt = tokens[torch.tensor(train["parent"].to_numpy())]
     seed_everything(seed)
     model = _model(vocab, opts)
     hyper = {"seed": seed, "seq2seq": opts, "device": str(device), "train_pairs": len(train),
@@ -79,7 +79,7 @@ def hypernym_generation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], p
         nouns, inverse = np.unique(test["child"].to_numpy(), return_inverse=True)
         ranked = generate_ranked(model, tokens[torch.from_numpy(nouns)], PrefixTrie(tokens),
                                  num_beams=opts["num_beams"], top_k=10, device=device)
-        ranks = rank_of(ranked[torch.from_numpy(inverse)], tokens[torch.from_numpy(test["parent"].to_numpy())])
+        ranks = rank_of(ranked[torch.from_numpy(inverse)], tokens[torch.tensor(test["parent"].to_numpy())])
         metrics = {"recall@10": recall_at(ranks, 10), "recall@1": recall_at(ranks, 1),
                    "train_seconds": seconds}
         run.log_metrics({f"test/{k}": v for k, v in metrics.items()})

@@ -38,7 +38,7 @@ def _write_tokens(codes: torch.Tensor, vectors: torch.Tensor | None, path) -> No
 
 def _diagnostics(codes: torch.Tensor, sizes, groups: torch.Tensor | None) -> dict[str, float]:
     out = codebook_stats(codes, sizes).as_dict()
-    if groups is not None:
+    if groups is not None and bool((groups >= 0).any()):  # ground truth known (synthetic data)
         known = groups >= 0
         out["first_token_purity"] = first_token_purity(codes[known, 0].cpu(), groups[known].cpu())
     return out
@@ -51,7 +51,7 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
     device = device_for(params)
     nodes = read_parquet(inputs["nodes"])
     rel = read_parquet(inputs["relations"])
-    train = torch.from_numpy(rel.loc[rel["split"] == "train", ["child", "parent"]].to_numpy()).long()
+    train = torch.tensor(rel.loc[rel["split"] == "train", ["child", "parent"]].to_numpy(), dtype=torch.long)
     seed_everything(seed)
     model = HierarchyTokenizer(
         len(nodes), h, k, s, geometry=method["geometry"], curvature=method.get("curvature", 1.0),
@@ -69,7 +69,7 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
         )
         seconds = time.perf_counter() - start
         codes = model.codes()
-        groups = torch.from_numpy(nodes.sort_values("node_id")["top_level"].to_numpy())
+        groups = torch.tensor(nodes.sort_values("node_id")["top_level"].to_numpy(), dtype=torch.long)
         metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
         metrics.update(ranking_metrics(model, train, len(nodes)))
         metrics["train_seconds"] = seconds
@@ -85,7 +85,7 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     device = device_for(params)
     vectors = load_vectors(inputs["embeddings"]).to(device)
     items = read_parquet(inputs["catalog"]).sort_values("item_id")
-    groups = torch.from_numpy(items["top_level"].to_numpy()) if "top_level" in items else None
+    groups = torch.tensor(items["top_level"].to_numpy(), dtype=torch.long) if "top_level" in items else None
     seed_everything(seed)
     hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
              "device": str(device), "items": int(vectors.shape[0])}
