@@ -37,8 +37,7 @@ rule aggregate_cell:
         table="table1|table2",
     params:
         job=lambda w, input, output: job_spec(input, output, {
-            "table": w.table, "keys": cell_of(w),
-            "tracking": {"results_dir": RESULTS, "experiment": f"{PRESET}/{w.table}", "cell": cell_of(w)}}),
+            "table": w.table, "keys": cell_of(w), "tracking": tracking(w.table, w)}),
     log:
         f"{R}/logs/aggregate_cell/{{table}}/{{dataset}}/{{method}}/{GRID_DIR}.log",
     shell:

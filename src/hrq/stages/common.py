@@ -27,6 +27,31 @@ def device_for(params: Mapping[str, Any]) -> torch.device:
     return pick_device(None if want == "auto" else want)
 
 
+def quantizer_options(method: Mapping[str, Any]) -> dict[str, Any]:
+    """The quantizer keyword arguments of a configured method (``hierarchy.methods.<name>`` or
+    ``recommendation.methods.<name>``), with the library defaults for what it leaves out."""
+    return {"geometry": method["geometry"], "curvature": method.get("curvature", 1.0),
+            "residual": method.get("residual", "paper"),
+            "loss_distance": method.get("loss_distance", "squared_norm")}
+
+
+def build_vae(input_dim: int, latent_dim: int, levels: int, codebook_size: int,
+              method: Mapping[str, Any], opts: Mapping[str, Any]):
+    """An (H)RQ-VAE for a configured method and ``recommendation.tokenizer`` options."""
+    from hrq.models import ResidualQuantizedVAE
+
+    return ResidualQuantizedVAE(input_dim, latent_dim, tuple(opts["hidden_dims"]), levels=levels,
+                                codebook_size=codebook_size, commitment=opts["commitment"],
+                                kmeans_init=opts["kmeans_init"], **quantizer_options(method))
+
+
+def tracker_for(results_dir):
+    """The pipeline's MLflow :class:`~hrq.tracking.Tracker` for ``results_dir``."""
+    from hrq.tracking import Tracker, default_tracking_uri
+
+    return Tracker(default_tracking_uri(results_dir), results_dir)
+
+
 def metrics_frame(seed: int, metrics: Mapping[str, float]) -> pd.DataFrame:
     """The long per-seed metrics schema: ``seed:int64, metric:str, value:float64``."""
     return pd.DataFrame({"seed": pd.Series([seed] * len(metrics), dtype="int64"),
@@ -44,10 +69,7 @@ def job_run(params: Mapping[str, Any], hyperparameters: Mapping[str, Any]) -> It
     if not spec:
         yield _NoRun()
         return
-    from hrq.tracking import Tracker, default_tracking_uri
-
-    tracker = Tracker(default_tracking_uri(spec["results_dir"]), spec["results_dir"])
-    with tracker.job_run(spec["experiment"], spec["cell"], spec["job_key"], spec["run_name"],
+    with tracker_for(spec["results_dir"]).job_run(spec["experiment"], spec["cell"], spec["job_key"], spec["run_name"],
                          hyperparameters) as run:
         yield run
 

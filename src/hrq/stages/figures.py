@@ -8,8 +8,8 @@ import pandas as pd
 import torch
 
 from hrq.io import read_parquet
-from hrq.models import ResidualQuantizedVAE, train_vae
-from hrq.stages.common import device_for, epoch_logger, job_run, seed_everything
+from hrq.models import train_vae
+from hrq.stages.common import build_vae, device_for, epoch_logger, job_run, seed_everything
 from hrq.stages.data import load_vectors
 from hrq.tables.figures import TokenSpacePanel, plot_recall_vs_h, plot_token_space
 
@@ -31,12 +31,7 @@ def figure_token_space(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
     for name in params["methods"]:
         method = params["method_specs"][name]
         seed_everything(params["seed"])
-        model = ResidualQuantizedVAE(
-            vectors.shape[1], 2, tuple(opts["hidden_dims"]), levels=fig["k"], codebook_size=fig["s"],
-            geometry=method["geometry"], curvature=method.get("curvature", 1.0),
-            residual=method.get("residual", "paper"), commitment=opts["commitment"],
-            kmeans_init=opts["kmeans_init"],
-        ).to(device)
+        model = build_vae(vectors.shape[1], 2, fig["k"], fig["s"], method, opts).to(device)
         run_params = {**params, "tracking": {**params["tracking"], "cell": {**params["tracking"]["cell"], "method": name},
                                              "job_key": f"{params['tracking']['job_key']}#{name}",
                                              "run_name": f"figure4 {name}"}} if params.get("tracking") else params

@@ -33,15 +33,14 @@ def aggregate_cell(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     write_parquet(cell, outputs["cell"])
     spec = params.get("tracking")
     if spec:
-        from hrq.tracking import Tracker, default_tracking_uri
+        from hrq.stages.common import tracker_for
 
         summary = {}
         for row in cell.itertuples():
             summary.update({f"{row.metric}/mean": row.mean, f"{row.metric}/std": row.std,
                             f"{row.metric}/n": row.n, f"{row.metric}/paper": row.paper_value,
                             f"{row.metric}/delta": row.delta})
-        tracker = Tracker(default_tracking_uri(spec["results_dir"]), spec["results_dir"])
-        tracker.log_cell_metrics(spec["experiment"], spec["cell"], summary, artifacts=[outputs["cell"]])
+        tracker_for(spec["results_dir"]).log_cell_metrics(spec["experiment"], spec["cell"], summary, artifacts=[outputs["cell"]])
 
 
 def select_metrics(cells: pd.DataFrame, metrics: list[str], prefix: str = "",

@@ -23,9 +23,17 @@ import torch
 
 from hrq.hierarchy import HierarchyTokenizer, ranking_metrics, train_hierarchy_tokenizer
 from hrq.io import read_parquet, write_parquet
-from hrq.models import ResidualQuantizedVAE, evaluate_vae, train_vae
+from hrq.models import evaluate_vae, train_vae
 from hrq.quantize import append_dedup_token, codebook_stats, first_token_purity, random_codes
-from hrq.stages.common import device_for, epoch_logger, job_run, metrics_frame, seed_everything
+from hrq.stages.common import (
+    build_vae,
+    device_for,
+    epoch_logger,
+    job_run,
+    metrics_frame,
+    quantizer_options,
+    seed_everything,
+)
 from hrq.stages.data import load_vectors
 
 
@@ -38,8 +46,8 @@ def _write_tokens(codes: torch.Tensor, vectors: torch.Tensor | None, path) -> No
 
 def _diagnostics(codes: torch.Tensor, sizes, groups: torch.Tensor | None) -> dict[str, float]:
     out = codebook_stats(codes, sizes).as_dict()
-    if groups is not None and bool((groups >= 0).any()):  # ground truth known (synthetic data)
-        known = groups >= 0
+    known = groups >= 0 if groups is not None else None
+    if known is not None and bool(known.any()):  # ground truth known (synthetic data)
         out["first_token_purity"] = first_token_purity(codes[known, 0].cpu(), groups[known].cpu())
     return out
 
@@ -53,11 +61,8 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
     rel = read_parquet(inputs["relations"])
     train = torch.tensor(rel.loc[rel["split"] == "train", ["child", "parent"]].to_numpy(), dtype=torch.long)
     seed_everything(seed)
-    model = HierarchyTokenizer(
-        len(nodes), h, k, s, geometry=method["geometry"], curvature=method.get("curvature", 1.0),
-        residual=method.get("residual", "paper"), loss_distance=method.get("loss_distance", "squared_norm"),
-        commitment=opts["commitment"], init_scale=opts["init_scale"],
-    ).to(device)
+    model = HierarchyTokenizer(len(nodes), h, k, s, commitment=opts["commitment"], init_scale=opts["init_scale"],
+                               **quantizer_options(method)).to(device)
     hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
              "tokenizer": opts, "device": str(device), "train_relations": int(train.shape[0])}
     with job_run(params, hyper) as run:
@@ -99,12 +104,7 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
             write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
         return
 
-    model = ResidualQuantizedVAE(
-        vectors.shape[1], h, tuple(opts["hidden_dims"]), levels=k, codebook_size=s,
-        geometry=method["geometry"], curvature=method.get("curvature", 1.0),
-        residual=method.get("residual", "paper"), commitment=opts["commitment"],
-        loss_distance=method.get("loss_distance", "squared_norm"), kmeans_init=opts["kmeans_init"],
-    ).to(device)
+    model = build_vae(vectors.shape[1], h, k, s, method, opts).to(device)
     hyper["tokenizer"] = opts
     with job_run(params, hyper) as run:
         start = time.perf_counter()
