@@ -87,7 +87,7 @@ def test_hierarchy_tokenizer_learns(geometry):
     torch.manual_seed(0)
     model = HierarchyTokenizer(len(tree.names), 4, 2, 8, geometry=geometry)
     before = ranking_metrics(model, rel, len(tree.names))
-    hist = train_hierarchy_tokenizer(model, rel, epochs=30, lr=0.1, batch_size=64, warmup_epochs=2,
+    hist = train_hierarchy_tokenizer(model, rel, epochs=100, lr=1.0, batch_size=50, warmup_epochs=2,
                                      progress=False)
     after = ranking_metrics(model, rel, len(tree.names))
     assert hist[-1]["train/relation_loss"] < 0.8 * hist[0]["train/relation_loss"]
@@ -121,3 +121,68 @@ def test_tokenizer_diagnostics_without_ground_truth():
     assert "first_token_purity" not in unknown and unknown["collision_rate"] == 0.0
     known = _diagnostics(codes, [2, 3], torch.tensor([5, 5, 6]))
     assert known["first_token_purity"] == 1.0
+
+
+def test_select_lr_takes_the_best_mean_validation_metric():
+    import pandas as pd
+
+    from hrq.stages.report import select_lr
+
+    rows = [(lr, seed, "valid/ndcg@10", v) for lr, seed, v in [
+        ("0.001", 0, 0.30), ("0.001", 1, 0.10),   # mean 0.20
+        ("0.0001", 0, 0.22), ("0.0001", 1, 0.22),  # mean 0.22: best although not the best seed
+        ("1e-05", 0, 0.05), ("1e-05", 1, 0.07)]]
+    rows += [("0.001", 0, "recall@10", 0.9)]  # other metrics play no part
+    frame = pd.DataFrame(rows, columns=["lr", "seed", "metric", "value"])
+    best, means = select_lr(frame, "valid/ndcg@10")
+    assert best == "0.0001"
+    assert means == pytest.approx({"0.001": 0.20, "0.0001": 0.22, "1e-05": 0.06})
+    with pytest.raises(ValueError, match="valid/recall@5"):
+        select_lr(frame, "valid/recall@5")
+
+
+def test_movielens_stage_chain_with_template_descriptions(tmp_path):
+    """prepare-data on a generated MovieLens zip, then describe-items (template backend)."""
+    import pandas as pd
+
+    from hrq.stages.data import prepare_data
+    from hrq.stages.text import describe_items, text_summary
+
+    data = tmp_path / "data"
+    outputs = {"catalog": str(data / "items.parquet"), "sequences": str(data / "sequences.parquet"),
+               "stats": str(data / "stats.parquet")}
+    spec = {"kind": "movielens", "generate": {"users": 30, "movies": 20, "ratings_per_user_range": [3, 25],
+                                              "seed": 1}, "max_length": 20}
+    prepare_data({}, outputs, {"name": "ml", "spec": spec, "task": "recommendation", "raw_dir": str(tmp_path / "raw")})
+    items = pd.read_parquet(outputs["catalog"])
+    seqs = pd.read_parquet(outputs["sequences"])
+    stats = pd.read_parquet(outputs["stats"]).iloc[0]
+    assert list(items["item_id"]) == list(range(len(items)))
+    lengths = seqs["items"].map(len)
+    assert lengths.between(5, 20).all() and stats["users"] == len(seqs) < stats["users_raw"]
+    assert stats["interactions"] == lengths.sum() and stats["items"] == len(items)
+    assert not (tmp_path / "raw").exists()  # generated: nothing downloaded
+
+    out = tmp_path / "descriptions.parquet"
+    describe_items({"catalog": outputs["catalog"]}, {"descriptions": str(out)},
+                   {"spec": spec, "cache": str(tmp_path / "cache.parquet"),
+                    "descriptions": {"backend": "template", "model": "unused", "max_concurrency": 1,
+                                     "use_batches": False}})
+    texts = pd.read_parquet(out)
+    first = items.iloc[0]
+    assert texts.iloc[0]["text"].startswith(first["title"].rsplit(" (", 1)[0] + " is a ")
+    assert set(texts["source"]) == {"template"} and list(texts["item_id"]) == list(items["item_id"])
+    assert text_summary(out) == f"template ({len(items):,} items: {len(items):,} ok)"
+
+
+def test_taxonomy_embeddings_only_for_synthetic_catalogs():
+    import yaml
+
+    from hrq.config import ConfigError, resolve_config
+
+    from pathlib import Path
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text())
+    config["presets"]["demo"]["recommendation"]["datasets"] = ["movielens_generated"]
+    with pytest.raises(ConfigError, match="recommendation.embedding.backend: 'taxonomy'.*movielens_generated"):
+        resolve_config(config)

@@ -5,6 +5,7 @@ a finished run has nothing left to do; one cell rebuilds by its path; a killed j
 output and a rerun completes; the SLURM profile dry-runs.
 """
 
+import copy
 import os
 import signal
 import subprocess
@@ -26,8 +27,8 @@ SMOKE = {
             "threads": 1,
             "datasets": {
                 "synthetic_taxonomy": {"depth": 3, "branching": 3},
-                "synthetic_catalog": {"depth": 2, "branching": 4, "leaves_per_node": 2, "users": 40,
-                                      "max_length": 8},
+                "movielens_generated": {"generate": {"users": 40, "movies": 30,
+                                                     "ratings_per_user_range": [5, 12], "seed": 0}},
             },
             "hierarchy": {
                 "datasets": ["synthetic_taxonomy"],
@@ -38,13 +39,16 @@ SMOKE = {
                 "figure1": {"k": 2, "s": 8},
             },
             "recommendation": {
-                "datasets": ["synthetic_catalog"],
-                "embedding": {"backend": "taxonomy"},
+                # The whole text chain: generated MovieLens zip -> template descriptions ->
+                # sentence-transformers (a tiny local model, see conftest) -> 2 tokenizer lrs.
+                "datasets": ["movielens_generated"],
+                "descriptions": {"backend": "template"},
+                "embedding": {"backend": "sentence-transformers", "model": "<tiny_model>", "batch_size": 16},
                 "grid": {"k": [2], "s": [8], "h": [4]},
-                "tokenizer": {"hidden_dims": [16], "epochs": 3, "batch_size": 32, "lr": 0.003},
+                "tokenizer": {"hidden_dims": [16], "epochs": 3, "batch_size": 32, "lr": [0.003, 0.001]},
                 "seq2seq": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_heads": 2, "d_kv": 8,
-                            "epochs": 1, "batch_size": 64, "lr": 0.003},
-                "figure4": {"dataset": "synthetic_catalog", "k": 2, "s": 4, "epochs": 3},
+                            "epochs": 2, "batch_size": 64, "lr": 0.003, "eval_every": 1},
+                "figure4": {"dataset": "movielens_generated", "k": 2, "s": 4, "epochs": 3},
             },
         }
     },
@@ -67,9 +71,11 @@ def snakemake(workdir, *args, check=True, timeout=900, **popen):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, tiny_model):
     workdir = tmp_path_factory.mktemp("workflow")
-    (workdir / "smoke.yaml").write_text(yaml.safe_dump(SMOKE))
+    config = copy.deepcopy(SMOKE)
+    config["presets"]["smoke"]["recommendation"]["embedding"]["model"] = str(tiny_model)
+    (workdir / "smoke.yaml").write_text(yaml.safe_dump(config))
     start = time.perf_counter()
     proc = snakemake(workdir, "all_tables", "--cores", "2")
     print(f"smoke all_tables: {time.perf_counter() - start:.0f}s")
@@ -96,13 +102,35 @@ def test_all_tables_and_figures_are_built(run):
     assert set(t2["method"]) == {"random", "rqvae", "hrqvae"}
     assert set(t2["metric"]) == {"ndcg@5", "recall@5", "ndcg@10", "recall@10"}
     assert (t2["n"] == 2).all()
-    for fig in ("fig1_synthetic_taxonomy.png", "fig4_synthetic_catalog.png"):
+    for fig in ("fig1_synthetic_taxonomy.png", "fig4_movielens_generated.png"):
         assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG"
     # no temp files left behind anywhere
     assert not [p for p in out.rglob(".*tmp*")]
-    # one log per job: 2 data + 1 embedding + 2x2 hierarchy tokenizers + 4 seq2seq
-    # + 3x2 item tokenizers + 6 recommenders + 5 cells + 6 tables + 2 figures
-    assert len(list((out / "logs").rglob("*.log"))) == 36
+    # one log per job: 2 data + 1 descriptions + 1 embedding + 2x2 hierarchy tokenizers
+    # + 4 seq2seq + (2+2+1 lrs)x2 item tokenizers + 10 recommenders + 5 cells + 6 tables + 2 figures
+    assert len(list((out / "logs").rglob("*.log"))) == 45
+    texts = pd.read_parquet(out / "text/movielens_generated/descriptions.parquet")
+    assert (texts["source"] == "template").all() and texts["text"].str.contains(" film").all()
+    t2_md = (out / "tables" / "table2.md").read_text()
+    assert "Item texts of movielens_generated: template" in t2_md
+
+
+def test_table2_cells_keep_the_lr_best_on_validation(run):
+    workdir, _ = run
+    out = workdir / "results" / "smoke"
+    cell = pd.read_parquet(out / "cells/table2/movielens_generated/hrqvae/k2_s8_h4.parquet").set_index("metric")
+    means = {}
+    for lr in ("0.003", "0.001"):
+        seeds = [pd.read_parquet(out / f"downstream/movielens_generated/hrqvae/k2_s8_h4/lr{lr}/seed{s}/metrics.parquet")
+                 .set_index("metric")["value"] for s in (0, 1)]
+        means[lr] = sum(float(v["valid/ndcg@10"]) for v in seeds) / 2
+        assert cell.loc[f"selection/valid/ndcg@10/lr={lr}", "mean"] == pytest.approx(means[lr])
+    chosen = max(means, key=means.get)  # the first lr wins a tie, as in the cell
+    assert cell.loc["selection/lr", "mean"] == pytest.approx(float(chosen))
+    best = [pd.read_parquet(out / f"downstream/movielens_generated/hrqvae/k2_s8_h4/lr{chosen}/seed{s}/metrics.parquet")
+            .set_index("metric")["value"] for s in (0, 1)]
+    assert cell.loc["recall@10", "mean"] == pytest.approx(sum(float(v["recall@10"]) for v in best) / 2)
+    assert all(1 <= float(v["best_epoch"]) <= 2 for v in best)
 
 
 def test_cells_aggregate_their_seed_files(run):
@@ -122,7 +150,7 @@ def test_cells_aggregate_their_seed_files(run):
 def test_mlflow_has_one_parent_per_cell_and_one_child_per_job(run):
     workdir, _ = run
     client = mlflow_client(workdir)
-    expected = {"smoke/table1": (2, 2 * 2 * 2), "smoke/table2": (3, 3 * 2 * 2)}
+    expected = {"smoke/table1": (2, 2 * 2 * 2), "smoke/table2": (3, 2 * (2 + 2 + 1) * 2)}
     for name, (n_cells, n_jobs) in expected.items():
         exp = client.get_experiment_by_name(name)
         runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -151,7 +179,7 @@ def test_nothing_to_do_after_a_complete_run(run):
 
 def test_one_cell_rebuilds_by_its_path(run):
     workdir, _ = run
-    rel = "results/smoke/cells/table2/synthetic_catalog/hrqvae/k2_s8_h4.parquet"
+    rel = "results/smoke/cells/table2/movielens_generated/hrqvae/k2_s8_h4.parquet"
     cell = workdir / rel
     before = pd.read_parquet(cell)
     cell.unlink()
@@ -181,7 +209,7 @@ def _job_pids(marker):
 
 def test_a_killed_job_leaves_no_output_and_a_rerun_completes(run):
     workdir, _ = run
-    rel = "results/smoke/downstream/synthetic_catalog/rqvae/k2_s8_h4/seed1/metrics.parquet"
+    rel = "results/smoke/downstream/movielens_generated/rqvae/k2_s8_h4/lr0.003/seed1/metrics.parquet"
     target = workdir / rel
     target.unlink()
     proc = snakemake(workdir, rel, "--cores", "1", "--retries", "0", start_new_session=True)

@@ -81,6 +81,13 @@ def _check_references(config: Mapping[str, Any]) -> None:
     fig4 = config["recommendation"]["figure4"]["dataset"]
     if fig4 not in config["datasets"]:
         problems.append(f"  recommendation.figure4.dataset: dataset {fig4!r} is not defined under 'datasets'")
+    rec = config["recommendation"]
+    if rec["embedding"]["backend"] == "taxonomy":
+        for name in [*rec["datasets"], fig4]:
+            kind = config["datasets"].get(name, {}).get("kind")
+            if kind not in (None, "synthetic_catalog"):
+                problems.append(f"  recommendation.embedding.backend: 'taxonomy' embeds only synthetic_catalog "
+                                f"datasets, but {name!r} is {kind!r}; use sentence-transformers")
     for name, spec in config["datasets"].items():
         if spec.get("min_length", 0) > spec.get("max_length", 10**9):
             problems.append(f"  datasets.{name}.min_length: {spec['min_length']} exceeds max_length "

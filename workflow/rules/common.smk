@@ -39,6 +39,7 @@ wildcard_constraints:
     s=r"\d+",
     h=r"\d+",
     seed=r"\d+",
+    lr=r"[0-9][0-9.e+-]*",
     table=r"table1|table2",
 
 

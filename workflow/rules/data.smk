@@ -26,16 +26,49 @@ rule prepare_catalog_data:
         dataset=_alternatives(REC["datasets"] + [REC["figure4"]["dataset"]]),
     params:
         job=lambda w, input, output: job_spec(input, output, {
-            "name": w.dataset, "task": "recommendation", "spec": CFG["datasets"][w.dataset]}),
+            "name": w.dataset, "task": "recommendation", "spec": CFG["datasets"][w.dataset],
+            "raw_dir": CFG["raw_dir"]}),
     log:
         f"{R}/logs/prepare_catalog_data/{{dataset}}.log",
     shell:
         stage_shell("prepare-data")
 
 
-rule embed_items:
+def uses_text(dataset):
+    """Whether a dataset's items are embedded from text (else from the synthetic taxonomy)."""
+    return REC["embedding"]["backend"] == "sentence-transformers"
+
+
+def item_text(dataset):
+    """Where a dataset's item texts come from (an MLflow param of its tokenizer runs)."""
+    if not uses_text(dataset):
+        return {"backend": "taxonomy vectors"}
+    if CFG["datasets"][dataset]["kind"] == "movielens":
+        return REC["descriptions"]
+    return {"backend": "metadata"}
+
+
+rule describe_items:
     input:
         catalog=f"{R}/data/{{dataset}}/items.parquet",
+    output:
+        descriptions=f"{R}/text/{{dataset}}/descriptions.parquet",
+    params:
+        # LLM answers are cached per dataset across presets and runs: never paid for twice.
+        job=lambda w, input, output: job_spec(input, output, {
+            "spec": CFG["datasets"][w.dataset], "descriptions": REC["descriptions"],
+            "cache": f"{RESULTS}/cache/descriptions/{w.dataset}.parquet"}),
+    log:
+        f"{R}/logs/describe_items/{{dataset}}.log",
+    shell:
+        stage_shell("describe-items")
+
+
+rule embed_items:
+    input:
+        unpack(lambda w: {"catalog": f"{R}/data/{w.dataset}/items.parquet",
+                          **({"descriptions": f"{R}/text/{w.dataset}/descriptions.parquet"}
+                             if uses_text(w.dataset) else {})}),
     output:
         embeddings=f"{R}/embeddings/{{dataset}}.parquet",
     params:

@@ -1,7 +1,19 @@
 # Hierarchy discovery (Tables 2-4, Figure 4): (H)RQ-VAE tokenizer (or the Random baseline) per
 # seed on item embeddings, then a TIGER-style generative recommender per seed.
-REC_TOKENS = f"{R}/tokens/{{dataset}}/{{method}}/{GRID_DIR}/seed{{seed}}"
-REC_DOWNSTREAM = f"{R}/downstream/{{dataset}}/{{method}}/{GRID_DIR}/seed{{seed}}"
+# One tokenizer per learning rate of `recommendation.tokenizer.lr` (App. C.2); the cell keeps the
+# lr whose recommender is best on validation (rules/tables.smk).
+REC_TOKENS = f"{R}/tokens/{{dataset}}/{{method}}/{GRID_DIR}/lr{{lr}}/seed{{seed}}"
+REC_DOWNSTREAM = f"{R}/downstream/{{dataset}}/{{method}}/{GRID_DIR}/lr{{lr}}/seed{{seed}}"
+
+
+def lr_label(lr):
+    return format(float(lr), "g")
+
+
+def method_lrs(method):
+    """The tokenizer learning rates a method is trained with (Random trains nothing: one)."""
+    lrs = REC["tokenizer"]["lr"]
+    return lrs[:1] if REC["methods"][method]["kind"] == "random" else lrs
 
 
 rule tokenize_items:
@@ -17,13 +29,14 @@ rule tokenize_items:
     params:
         job=lambda w, input, output: job_spec(input, output, {
             "method": w.method, "method_spec": REC["methods"][w.method], "k": int(w.k), "s": int(w.s),
-            "h": int(w.h), "seed": int(w.seed), "tokenizer": REC["tokenizer"], "device": CFG["device"],
-            "tracking": tracking("table2", w, output.tokens, f"seed{w.seed} tokenizer")}),
+            "h": int(w.h), "seed": int(w.seed), "tokenizer": {**REC["tokenizer"], "lr": float(w.lr)},
+            "device": CFG["device"], "item_text": item_text(w.dataset),
+            "tracking": tracking("table2", w, output.tokens, f"seed{w.seed} lr{w.lr} tokenizer")}),
     threads: CFG["threads"]
     resources:
         gpu=GPU,
     log:
-        f"{R}/logs/tokenize_items/{{dataset}}/{{method}}/{GRID_DIR}/seed{{seed}}.log",
+        f"{R}/logs/tokenize_items/{{dataset}}/{{method}}/{GRID_DIR}/lr{{lr}}/seed{{seed}}.log",
     shell:
         stage_shell("tokenize-items")
 
@@ -40,13 +53,14 @@ rule recommendation:
     params:
         job=lambda w, input, output: job_spec(input, output, {
             "seed": int(w.seed), "seq2seq": REC["seq2seq"], "device": CFG["device"],
+            "selection": REC["selection"],
             "min_length": CFG["datasets"][w.dataset].get("min_length", 5),
             "max_length": CFG["datasets"][w.dataset].get("max_length", 20),
-            "tracking": tracking("table2", w, output.metrics, f"seed{w.seed} recommender")}),
+            "tracking": tracking("table2", w, output.metrics, f"seed{w.seed} lr{w.lr} recommender")}),
     threads: CFG["threads"]
     resources:
         gpu=GPU,
     log:
-        f"{R}/logs/recommendation/{{dataset}}/{{method}}/{GRID_DIR}/seed{{seed}}.log",
+        f"{R}/logs/recommendation/{{dataset}}/{{method}}/{GRID_DIR}/lr{{lr}}/seed{{seed}}.log",
     shell:
         stage_shell("recommendation")

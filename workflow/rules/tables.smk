@@ -20,11 +20,20 @@ def cell_path(table, dataset, method, k, s, h):
 
 
 def seed_files(kind):
+    """A cell's per-seed metrics files: one per seed (Table 1), one per (tokenizer lr, seed)
+    (Table 2, in the order of :func:`seed_lrs`)."""
+
     def files(w):
-        return [f"{R}/{kind}/{w.dataset}/{w.method}/k{w.k}_s{w.s}_h{w.h}/seed{seed}/metrics.parquet"
-                for seed in SEEDS]
+        cell = f"{R}/{kind}/{w.dataset}/{w.method}/k{w.k}_s{w.s}_h{w.h}"
+        if w.table == "table1":
+            return [f"{cell}/seed{seed}/metrics.parquet" for seed in SEEDS]
+        return [f"{cell}/lr{lr_label(lr)}/seed{seed}/metrics.parquet" for lr in method_lrs(w.method) for seed in SEEDS]
 
     return files
+
+
+def seed_lrs(w):
+    return [] if w.table == "table1" else [lr_label(lr) for lr in method_lrs(w.method) for _ in SEEDS]
 
 
 rule aggregate_cell:
@@ -37,7 +46,8 @@ rule aggregate_cell:
         table="table1|table2",
     params:
         job=lambda w, input, output: job_spec(input, output, {
-            "table": w.table, "keys": cell_of(w), "tracking": tracking(w.table, w)}),
+            "table": w.table, "keys": cell_of(w), "tracking": tracking(w.table, w),
+            "lrs": seed_lrs(w), "selection": REC["selection"]}),
     log:
         f"{R}/logs/aggregate_cell/{{table}}/{{dataset}}/{{method}}/{GRID_DIR}.log",
     shell:
@@ -56,9 +66,14 @@ TABLES = {
         cells="table2", metrics=["ndcg@5", "recall@5", "ndcg@10", "recall@10"],
         index=["dataset", "k", "s", "h", "metric"], methods=list(REC["methods"]), compare=REC["compare"],
         title="Table 2: generative recommendation, leave-one-out test",
+        texts=[f"{R}/text/{d}/descriptions.parquet" for d in REC["datasets"] if uses_text(d)],
         footnotes=["A recommendation is a hit only when the whole multitoken, extra token included, "
                    "equals the held-out item's.",
-                   f"Item embeddings: {REC['embedding']['backend']} backend."]),
+                   f"Item embeddings: {REC['embedding']['backend']}"
+                   + (f" ({REC['embedding']['model']})." if uses_text(None) else "."),
+                   f"Tokenizer lr per cell: the best of {REC['tokenizer']['lr']} by mean {REC['selection']} "
+                   "over seeds (cells' selection/ rows); each recommender is tested at its best "
+                   f"{REC['selection']} checkpoint."]),
     "table4": dict(
         cells="table2", prefix="tokenizer/", metrics=["norm_mean", "norm_std", "norm_cv"], paper_table=4,
         index=["dataset", "k", "s", "h", "metric"], methods=VAE_METHODS, compare=REC["compare"],
@@ -92,12 +107,13 @@ for _name, _spec in TABLES.items():
             _name
         input:
             cells=table_inputs(_spec),
+            texts=_spec.get("texts", []),
         output:
             md=f"{R}/tables/{_name}.md",
             csv=f"{R}/tables/{_name}.csv",
             parquet=f"{R}/tables/{_name}.parquet",
         params:
-            job=lambda w, input, output, spec=_spec: job_spec(input, output, spec),
+            job=lambda w, input, output, spec=_spec: job_spec(input, output, {k: v for k, v in spec.items() if k != "texts"}),
         log:
             f"{R}/logs/tables/{_name}.log",
         shell:
@@ -148,7 +164,8 @@ rule figure4:
         dataset=_alternatives([REC["figure4"]["dataset"]]),
     params:
         job=lambda w, input, output: job_spec(input, output, {
-            "methods": VAE_METHODS, "method_specs": REC["methods"], "tokenizer": REC["tokenizer"],
+            "methods": VAE_METHODS, "method_specs": REC["methods"],
+            "tokenizer": {**REC["tokenizer"], "lr": REC["tokenizer"]["lr"][0]},
             "figure4": REC["figure4"], "seed": SEEDS[0], "device": CFG["device"],
             "labels": METHOD_LABELS,
             "tracking": {"results_dir": RESULTS, "experiment": f"{PRESET}/figure4",

@@ -56,6 +56,12 @@ class HierarchyTokenizer(nn.Module):
             self.ball = None
             self.embedding = nn.Parameter(init)
 
+    def rows(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Embeddings of ``nodes [...]`` -> ``[..., dim]`` with a *sparse* gradient, so an
+        optimizer step touches only the rows of the batch (Nickel & Kiela's sparse updates): a
+        dense gradient made every step O(n_nodes · h), 7× slower on WordNet."""
+        return nn.functional.embedding(nodes, self.embedding, sparse=True)
+
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Distance in the embedding's geometry, broadcasting over leading dims."""
         if self.ball is not None:
@@ -64,17 +70,17 @@ class HierarchyTokenizer(nn.Module):
 
     def relation_loss(self, child: torch.Tensor, parent: torch.Tensor, negatives: torch.Tensor,
                       valid: torch.Tensor) -> torch.Tensor:
-        """Summed softmax ranking loss of ``parent [B]`` against ``negatives [B, M]`` for ``child [B]``.
+        """Mean softmax ranking loss of ``parent [B]`` against ``negatives [B, M]`` for ``child [B]``.
 
         ``valid [B, M]`` masks out negatives that are true hypernyms.
         """
         candidates = torch.cat([parent.unsqueeze(-1), negatives], dim=-1)  # [B, 1+M]
-        d = self.distance(self.embedding[child].unsqueeze(1), self.embedding[candidates])
+        d = self.distance(self.rows(child).unsqueeze(1), self.rows(candidates))
         logits = (-d).masked_fill(~torch.cat([torch.ones_like(valid[:, :1]), valid], -1), float("-inf"))
-        return nn.functional.cross_entropy(logits, torch.zeros_like(child), reduction="sum")
+        return nn.functional.cross_entropy(logits, torch.zeros_like(child))
 
     def quantizer_loss(self, nodes: torch.Tensor) -> torch.Tensor:
-        return self.quantizer(self.embedding[nodes]).loss
+        return self.quantizer(self.rows(nodes)).loss
 
     @torch.no_grad()
     def codes(self) -> torch.Tensor:
@@ -129,7 +135,7 @@ def train_hierarchy_tokenizer(
     *,
     epochs: int,
     lr: float,
-    batch_size: int = 512,
+    batch_size: int = 50,
     negatives: int = 50,
     warmup_epochs: int = 0,
     warmup_lr: float = 0.01,
@@ -154,13 +160,18 @@ def train_hierarchy_tokenizer(
     relations = relations.to(device)
     gen = torch.Generator(device=device).manual_seed(seed)
     sampler = RelationSampler(relations, model.embedding.shape[0], negatives, gen)
-    opt = geoopt.optim.RiemannianSGD(model.parameters(), lr=warmup_lr if warmup_epochs else lr)
+    start_lr = warmup_lr if warmup_epochs else lr
+    # Sparse Riemannian SGD for the embedding table (only the batch's rows move), plain
+    # Riemannian SGD for the dense codebooks; both follow the same learning-rate schedule.
+    optimizers = [geoopt.optim.SparseRiemannianSGD([model.embedding], lr=start_lr),
+                  geoopt.optim.RiemannianSGD(model.quantizer.parameters(), lr=start_lr)]
     history = []
     bar = tqdm(range(epochs), desc=f"{model.geometry} tokenizer", disable=not progress, leave=False)
     for epoch in bar:
         if epoch == warmup_epochs:
-            for group in opt.param_groups:
-                group["lr"] = lr
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = lr
         if epoch == min(warmup_epochs, epochs - 1):
             model.quantizer.initialized.fill_(False)
             model.train()
@@ -171,16 +182,19 @@ def train_hierarchy_tokenizer(
         for child, parent, neg, valid in sampler.batches(batch_size):
             rel = model.relation_loss(child, parent, neg, valid)
             q = model.quantizer_loss(torch.cat([child, parent]))
-            # The relation loss is summed over the batch, so an embedding row moves as far per
-            # relation as with Nickel & Kiela's per-example SGD whatever the batch size; the
-            # codebook loss is a mean, so a shared codeword is not pulled B times as hard.
+            # Both terms are batch means, as in Nickel & Kiela's code (whose batch size 50 and
+            # lr 1.0 the paper adopts). A summed relation loss moves a frequent hypernym by the
+            # sum of its relations' gradients in one step: without the ball's conformal factor to
+            # damp it, Euclidean embeddings then jump to norms ~50 at lr 1.0 and never recover.
             loss = rel + 2 * q  # L_RQ(E(u)) + L_RQ(E(v)) per relation
-            opt.zero_grad(set_to_none=True)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            for opt in optimizers:
+                opt.step()
             n = child.numel()
-            total += float(rel.detach()) + 2 * float(q.detach()) * n
-            rel_total += float(rel.detach())
+            total += float(loss.detach()) * n
+            rel_total += float(rel.detach()) * n
             q_total += float(q.detach()) * n
             count += n
         metrics = {"train/loss": total / count, "train/relation_loss": rel_total / count,

@@ -17,7 +17,8 @@ import warnings
 
 STAGES = {
     "prepare-data": "hrq.stages.data:prepare_data",
-    "embed-items": "hrq.stages.data:embed_items",
+    "describe-items": "hrq.stages.text:describe_items",
+    "embed-items": "hrq.stages.text:embed_items",
     "tokenize-hierarchy": "hrq.stages.tokenize:tokenize_hierarchy",
     "tokenize-items": "hrq.stages.tokenize:tokenize_items",
     "hypernym-generation": "hrq.stages.downstream:hypernym_generation",

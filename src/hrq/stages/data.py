@@ -9,7 +9,7 @@ Artifacts (schemas in docs/artifacts.md):
 * recommendation datasets: ``items.parquet`` (item_id, raw_id, title, text, top_level),
   ``sequences.parquet`` (user_id, items: list of item_id in time order) and
   ``stats.parquet`` (users, items, interactions after the protocol's filtering);
-* ``embeddings/<dataset>.parquet`` (item_id, vector: list<float32>).
+* the item texts and ``embeddings/<dataset>.parquet`` are :mod:`hrq.stages.text`'s.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hrq.data import make_catalog, make_hierarchy, make_taxonomy, transitive_closure
+from hrq.data import make_catalog, make_hierarchy, transitive_closure
 from hrq.io import read_parquet, write_parquet
 from hrq.recsys import filter_and_truncate
 
@@ -55,10 +55,37 @@ def _wordnet(spec: Mapping[str, Any], workdir: Path) -> tuple[list[str], torch.T
     return names, relations, depth
 
 
-def _not_yet(kind: str, issue: int) -> NotImplementedError:
-    return NotImplementedError(
-        f"dataset kind {kind!r} has no reader yet (tracked in issue #{issue}); the demo preset "
-        f"uses the built-in synthetic datasets")
+def _movielens(spec: Mapping[str, Any], raw_dir: Path, data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(items, interactions) of a MovieLens-10M-format zip: ``spec['zip']`` as given, a
+    generated one (``spec['generate']``: arguments of :func:`generate_movielens`), or the real
+    ml-10m.zip, downloaded (md5-checked) into ``raw_dir/movielens``."""
+    from hrq.data.movielens import fetch_movielens, generate_movielens, read_movielens
+
+    if spec.get("zip"):
+        path = Path(spec["zip"])
+        if not path.is_file():
+            raise FileNotFoundError(f"datasets.<movielens>.zip: {path} does not exist")
+    elif spec.get("generate"):
+        gen = dict(spec["generate"])
+        if "ratings_per_user_range" in gen:
+            gen["ratings_per_user_range"] = tuple(gen["ratings_per_user_range"])
+        path = generate_movielens(data_dir / "ml-generated.zip", **gen)
+    else:
+        path = fetch_movielens(raw_dir / "movielens")
+    items, interactions = read_movielens(path)
+    return items.assign(text=items["title"]), interactions
+
+
+def _amazon(spec: Mapping[str, Any], raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(items, interactions) of one Amazon 2014 5-core category: ``spec['reviews']`` and
+    ``spec['meta']`` as given, else downloaded into ``raw_dir/amazon2014``."""
+    from hrq.data.amazon import fetch_amazon, read_amazon
+
+    if spec.get("reviews") or spec.get("meta"):
+        reviews, meta = Path(spec["reviews"]), Path(spec["meta"])
+    else:
+        reviews, meta = fetch_amazon(spec["category"], raw_dir / "amazon2014")
+    return read_amazon(reviews, meta)
 
 
 def prepare_data(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
@@ -95,10 +122,24 @@ def prepare_data(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: 
                               "top_level": cat.taxonomy.top_level.numpy().astype(np.int64)})
         sequences = cat.sequences
         min_length, max_length = spec["min_length"], spec["max_length"]
-    elif kind == "movielens":
-        raise _not_yet(kind, 5)
-    elif kind == "amazon2014":
-        raise _not_yet(kind, 5)
+    elif kind in ("movielens", "amazon2014"):
+        from hrq.data.interactions import sequences_from_interactions
+
+        raw_dir = Path(params["raw_dir"])
+        if kind == "movielens":
+            raw_items, interactions = _movielens(spec, raw_dir, Path(outputs["catalog"]).parent)
+        else:
+            raw_items, interactions = _amazon(spec, raw_dir)
+        min_length, max_length = spec.get("min_length", 5), spec.get("max_length", 20)
+        items, seqs, counts = sequences_from_interactions(interactions, raw_items, min_length, max_length)
+        items = items.assign(top_level=np.int64(-1))  # no ground-truth hierarchy
+        stats = pd.DataFrame({"dataset": [params["name"]], "users": [counts["users"]], "items": [counts["items"]],
+                              "interactions": [counts["interactions"]],
+                              "interactions_raw": [counts["interactions_raw"]], "users_raw": [counts["users_raw"]]})
+        write_parquet(items, outputs["catalog"])
+        write_parquet(seqs, outputs["sequences"])
+        write_parquet(stats, outputs["stats"])
+        return
     else:
         raise ValueError(f"dataset {params['name']!r}: kind {kind!r} is not a recommendation dataset")
     seqs = pd.DataFrame({"user_id": [f"u{i}" for i in range(len(sequences))], "items": sequences})
@@ -109,31 +150,6 @@ def prepare_data(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: 
     write_parquet(items, outputs["catalog"])
     write_parquet(seqs, outputs["sequences"])
     write_parquet(stats, outputs["stats"])
-
-
-def embed_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Item embeddings. ``params``: ``{backend, spec, ...}``.
-
-    ``taxonomy`` (synthetic catalogs only): the generator's ground-truth leaf vectors, i.e. a
-    perfect text encoder for the built-in data. ``sentence-transformers``: MPNet (issue #5).
-    """
-    items = read_parquet(inputs["catalog"])
-    backend = params["backend"]
-    if backend == "taxonomy":
-        spec = params["spec"]
-        if spec["kind"] != "synthetic_catalog":
-            raise ValueError(f"embedding backend 'taxonomy' needs a synthetic_catalog dataset, got {spec['kind']!r}")
-        tax = make_taxonomy(spec["depth"], spec["branching"], spec["dim"],
-                            leaves_per_node=spec["leaves_per_node"], seed=spec["seed"])
-        vectors = tax.vectors.numpy().astype(np.float32)
-    elif backend == "sentence-transformers":
-        raise _not_yet("sentence-transformers embeddings", 5)
-    else:
-        raise ValueError(f"unknown embedding backend {backend!r}")
-    if vectors.shape[0] != len(items):
-        raise ValueError(f"{inputs['items']}: {len(items)} items but {vectors.shape[0]} vectors")
-    write_parquet(pd.DataFrame({"item_id": items["item_id"].to_numpy(), "vector": list(vectors)}),
-                  outputs["embeddings"])
 
 
 def load_vectors(path) -> torch.Tensor:

@@ -8,13 +8,16 @@
 * recommendation (Table 2): source = the concatenated multitokens of a user's history
   (≤ max_length items), target = the next item's multitoken; leave-one-out. A hit needs the
   whole multitoken, extra token included. Recall/NDCG@5/10 on the test targets; the same on
-  the validation targets under ``valid/``.
+  the validation targets under ``valid/``. With ``seq2seq.eval_every`` the validation metric
+  ``selection`` is computed every that many epochs and the test numbers are those of the best
+  checkpoint (``best_epoch``, 1-based).
 
 Output ``metrics.parquet`` is the long per-seed schema (seed, metric, value).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Mapping
 
@@ -110,15 +113,35 @@ def recommendation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     model = _model(vocab, opts)
     hyper = {"seed": seed, "seq2seq": opts, "device": str(device), "users": split.users,
              "train_examples": len(split.train), "vocab": list(vocab.level_sizes)}
+    selection = params.get("selection", "valid/ndcg@10")
+    eval_every = opts.get("eval_every")
+    sources = _item_sources(split.train.histories, item_tokens)
     with job_run(params, hyper) as run:
+        log_epoch = epoch_logger(run, "seq2seq")
+        best = {"score": -math.inf, "epoch": opts["epochs"] - 1, "state": None}
+
+        def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
+            # Checkpoint selection on validation (App. C.2: the test numbers are the best
+            # validation checkpoint's); beam search is costly, so every `eval_every` epochs.
+            log_epoch(epoch, metrics)
+            if not eval_every or ((epoch + 1) % eval_every and epoch + 1 != opts["epochs"]):
+                return
+            valid = _evaluate(model, split.valid, item_tokens, trie, opts, device)
+            run.log_metrics({f"valid/{k}": v for k, v in valid.items()}, step=epoch)
+            score = valid[selection.removeprefix("valid/")]
+            if score > best["score"]:
+                best.update(score=score, epoch=epoch,
+                            state={k: v.detach().clone() for k, v in model.state_dict().items()})
+
         start = time.perf_counter()
-        train_seq2seq(model, _item_sources(split.train.histories, item_tokens),
-                      item_tokens[torch.tensor(split.train.targets)], epochs=opts["epochs"],
-                      batch_size=opts["batch_size"], lr=opts["lr"], seed=seed, device=device,
-                      on_epoch=epoch_logger(run, "seq2seq"))
+        train_seq2seq(model, sources, item_tokens[torch.tensor(split.train.targets)], epochs=opts["epochs"],
+                      batch_size=opts["batch_size"], lr=opts["lr"], seed=seed, device=device, on_epoch=on_epoch)
         seconds = time.perf_counter() - start
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
         metrics = _evaluate(model, split.test, item_tokens, trie, opts, device)
         metrics.update({f"valid/{k}": v for k, v in _evaluate(model, split.valid, item_tokens, trie, opts, device).items()})
+        metrics["best_epoch"] = best["epoch"] + 1
         metrics["train_seconds"] = seconds
         run.log_metrics({(k if k.startswith("valid/") else f"test/{k}"): v for k, v in metrics.items()})
         write_parquet(metrics_frame(seed, metrics), outputs["metrics"])

@@ -20,13 +20,41 @@ from hrq.tables.paper import lookup_paper
 TOKENIZER_PREFIX = "tokenizer/"
 
 
+def select_lr(downstream: pd.DataFrame, selection: str) -> tuple[str, dict[str, float]]:
+    """The tokenizer lr (``lr`` column) whose seeds have the best mean ``selection`` metric
+    (a ``valid/`` metric: higher is better), and that mean for every lr. Ties keep the first."""
+    rows = downstream[downstream["metric"] == selection]
+    if rows.empty:
+        raise ValueError(f"no {selection!r} in the cell's seeds (have {sorted(set(downstream['metric']))})")
+    means = rows.groupby("lr", sort=False)["value"].mean()
+    return str(means.idxmax()), {str(k): float(v) for k, v in means.items()}
+
+
 def aggregate_cell(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Aggregate one cell's seeds: downstream metrics (``inputs['seeds']``) and, prefixed with
     ``tokenizer/``, the tokenizer diagnostics of the same seeds (``inputs['tokenizer_seeds']``).
-    ``params``: ``{table, keys, tracking}``; the paper's values are looked up for ``table``."""
+    ``params``: ``{table, keys, tracking, lrs?, selection?}``; the paper's values are looked up
+    for ``table``.
+
+    With ``lrs`` (one tokenizer lr label per input file, Table 2), the cell keeps the seeds of
+    the lr with the best mean ``selection`` metric (App. C.2: the lr is chosen on the downstream
+    validation split) and adds ``selection/lr`` and ``selection/<metric>/lr=<lr>`` rows."""
     downstream = pd.concat([read_parquet(p) for p in inputs["seeds"]], ignore_index=True)
     tokenizer = pd.concat([read_parquet(p) for p in inputs.get("tokenizer_seeds", [])] or [downstream.iloc[:0]],
                           ignore_index=True)
+    lrs = params.get("lrs") or []
+    if lrs:
+        downstream = pd.concat([read_parquet(p).assign(lr=lr) for p, lr in zip(inputs["seeds"], lrs)], ignore_index=True)
+        tokenizer = pd.concat([read_parquet(p).assign(lr=lr) for p, lr in zip(inputs["tokenizer_seeds"], lrs)],
+                              ignore_index=True)
+        best, means = select_lr(downstream, params["selection"])
+        chosen = downstream[downstream["lr"] == best]
+        selection_rows = [chosen[["seed"]].drop_duplicates().assign(metric="selection/lr", value=float(best))]
+        for lr in means:
+            per_seed = downstream[(downstream["lr"] == lr) & (downstream["metric"] == params["selection"])]
+            selection_rows.append(per_seed[["seed", "value"]].assign(metric=f"selection/{params['selection']}/lr={lr}"))
+        downstream = pd.concat([chosen, *selection_rows], ignore_index=True).drop(columns="lr")
+        tokenizer = tokenizer[tokenizer["lr"] == best].drop(columns="lr")
     tokenizer = tokenizer.assign(metric=TOKENIZER_PREFIX + tokenizer["metric"].astype(str))
     seed_metrics = pd.concat([downstream, tokenizer], ignore_index=True)
     cell = aggregate_seeds(seed_metrics, {"table": params["table"], **params["keys"]})
@@ -75,10 +103,15 @@ def render_table(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: 
     cells = pd.concat([read_parquet(p) for p in inputs["cells"]], ignore_index=True)
     cells = select_metrics(cells, params.get("metrics", []), params.get("prefix", ""), params.get("paper_table"))
     baseline, treatment = params.get("compare") or (None, None)
+    footnotes = list(params.get("footnotes", ()))
+    if inputs.get("texts"):
+        from hrq.stages.text import text_summary
+
+        footnotes += [f"Item texts of {Path(p).parent.name}: {text_summary(p)}." for p in inputs["texts"]]
     rendered = render(cells, index=params["index"], methods=params["methods"], baseline=baseline,
                       treatment=treatment, percent=params.get("percent", True),
                       digits=params.get("digits", 2), title=params.get("title", ""),
-                      footnotes=params.get("footnotes", ()))
+                      footnotes=footnotes)
     md = Path(outputs["md"])
     write_table(rendered, md.parent, md.stem)
 

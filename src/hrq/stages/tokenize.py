@@ -93,7 +93,7 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     groups = torch.tensor(items["top_level"].to_numpy(), dtype=torch.long) if "top_level" in items else None
     seed_everything(seed)
     hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
-             "device": str(device), "items": int(vectors.shape[0])}
+             "device": str(device), "items": int(vectors.shape[0]), "item_text": params.get("item_text")}
     if method["kind"] == "random":
         with job_run(params, hyper) as run:
             g = torch.Generator().manual_seed(seed)
