@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hrq.config import ConfigError, load_config, resolve_config
+import yaml
+
+from hrq.config import CONFIG_PATH, ConfigError, load_config, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,3 +68,26 @@ def test_snakemake_reports_the_bad_key(tmp_path):
     )
     assert proc.returncode != 0
     assert "threads: 0 is less than the minimum of 1" in proc.stdout + proc.stderr
+
+
+def test_a_preset_extends_another_and_cycles_are_errors():
+    config = load_config(preset="related_demo")
+    demo = load_config(preset="demo")
+    assert config["seeds"] == demo["seeds"] and config["device"] == demo["device"]  # from demo
+    assert {"hgrec", "hypervq", "hypervq_hrq", "rsqvae", "rqvae"} <= set(config["recommendation"]["methods"])
+    raw = yaml.safe_load(CONFIG_PATH.read_text())
+    raw["presets"]["demo"]["extends"] = "related_demo"
+    with pytest.raises(ConfigError, match="cycle related_demo -> demo -> related_demo"):
+        resolve_config({**raw, "preset": "related_demo"})
+    raw["presets"]["demo"]["extends"] = "nope"
+    with pytest.raises(ConfigError, match="presets.demo.extends: 'nope' is not a defined preset"):
+        resolve_config({**raw, "preset": "demo"})
+
+
+def test_codebook_sizes_must_match_the_grid_levels():
+    raw = yaml.safe_load(CONFIG_PATH.read_text())
+    with pytest.raises(ConfigError, match=r"recommendation.methods.hgrec_64_128_256.codebook_sizes: 3 levels"):
+        resolve_config({**raw, "preset": "related"}, {"recommendation": {"grid": {"k": [4]}}})
+    with pytest.raises(ConfigError, match="recommendation.methods.bad"):
+        resolve_config({**raw, "preset": "demo"},
+                       {"recommendation": {"methods": {"bad": {"kind": "vae", "quantizer": "hgrec", "geometry": "poincare"}}}})

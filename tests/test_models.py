@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from hrq.models import ResidualQuantizedVAE, train_vae
+from hrq.models.training import collision_summary
+from hrq.quantize import ResidualQuantizer
 
 
 def _clustered_data(n=384, d=32, clusters=12, seed=0):
@@ -70,3 +72,39 @@ def test_hrq_vae_finite_for_large_inputs(scale):
     out.loss.backward()
     assert torch.isfinite(out.reconstruction).all() and torch.isfinite(out.loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_default_vae_builds_the_residual_quantizer_from_its_arguments():
+    model = ResidualQuantizedVAE(32, 8, (16,), levels=2, codebook_size=[4, 8], geometry="poincare",
+                                 curvature=0.5, residual="gyro", commitment=0.1, kmeans_init=True)
+    q = model.quantizer
+    assert type(q) is ResidualQuantizer and q.codebook_sizes == [4, 8] and q.dim == 8
+    assert (q.geometry, q.curvature, q.residual, q.commitment, q.kmeans_init) == (
+        "poincare", 0.5, "gyro", 0.1, True)
+    assert model.reconstruction == "mse" and model.curvature == 0.5
+    default = ResidualQuantizedVAE(32).quantizer
+    assert (default.levels, default.codebook_sizes, default.dim, default.geometry) == (
+        3, [256] * 3, 32, "euclidean")
+    assert (default.residual, default.commitment) == ("paper", 0.25)
+
+
+def test_history_has_epoch_seconds_and_whole_multitoken_collision_rate():
+    x = _clustered_data(n=64)
+    model = ResidualQuantizedVAE(32, 8, (16,), levels=2, codebook_size=4)  # 16 multitokens < 64
+    history = train_vae(model, x, epochs=2, batch_size=32, progress=False)
+    assert len(history) == 2
+    assert all(h["train/epoch_seconds"] > 0 and "train/temperature" not in h for h in history)
+    unique = torch.unique(model.encode(x), dim=0).shape[0]
+    assert history[-1]["eval/collision_rate"] == pytest.approx(1 - unique / 64)
+    assert history[-1]["eval/collision_rate"] >= 1 - 16 / 64
+
+
+def test_collision_summary_by_hand():
+    history = [{"eval/collision_rate": r} for r in (0.5, 0.2, 0.3, 0.2, float("nan"))]
+    assert collision_summary(history) == {
+        "min_collision_rate": 0.2, "best_collision_epoch": 1, "epochs_to_min_collision": 2}
+    assert collision_summary([{"x": 0.1}, {"x": 0.0}], key="x")["epochs_to_min_collision"] == 2
+    with pytest.raises(ValueError, match="collision_rate"):
+        collision_summary([{"train/loss": 1.0}])
+    with pytest.raises(ValueError, match="collision_rate"):
+        collision_summary([])

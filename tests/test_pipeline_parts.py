@@ -186,3 +186,36 @@ def test_taxonomy_embeddings_only_for_synthetic_catalogs():
     config["presets"]["demo"]["recommendation"]["datasets"] = ["movielens_generated"]
     with pytest.raises(ConfigError, match="recommendation.embedding.backend: 'taxonomy'.*movielens_generated"):
         resolve_config(config)
+
+
+def test_configured_methods_build_their_quantizers():
+    from hrq.quantize import HGRecQuantizer, HyperVQQuantizer, ResidualQuantizer, RSQQuantizer
+    from hrq.stages.common import build_method_quantizer, build_vae
+
+    defaults = {"commitment": 0.3, "kmeans_init": False}
+    rq = build_method_quantizer({"geometry": "euclidean"}, 2, 8, 4, defaults)
+    assert isinstance(rq, ResidualQuantizer) and rq.geometry == "euclidean" and rq.commitment == 0.3
+    hrq = build_method_quantizer({"geometry": "poincare", "curvature": 0.5, "residual": "gyro"}, 2, 8, 4, defaults)
+    assert hrq.geometry == "poincare" and hrq.curvature == 0.5 and hrq.residual == "gyro"
+    rsq = build_method_quantizer({"quantizer": "rsq"}, 2, 8, 4, defaults)  # no commitment term: not passed
+    assert isinstance(rsq, RSQQuantizer)
+    pyramid = build_method_quantizer({"quantizer": "hgrec", "codebook_sizes": [4, 8, 16]}, 3, 256, 4, defaults)
+    assert isinstance(pyramid, HGRecQuantizer) and pyramid.codebook_sizes == [4, 8, 16]
+    with pytest.raises(ValueError, match="does not accept option"):
+        build_method_quantizer({"quantizer": "hgrec", "options": {"bogus": 1}}, 2, 8, 4, defaults)
+    vae = build_vae(16, 4, 2, 8, {"kind": "vae", "quantizer": "hypervq_hrq"},
+                    {"hidden_dims": [8], "commitment": 0.25, "kmeans_init": False})
+    assert isinstance(vae.quantizer, HyperVQQuantizer) and vae.geometry == "poincare"
+
+
+def test_hierarchy_tokenizer_takes_any_quantizer():
+    from hrq.quantize import build_quantizer
+
+    tree = make_hierarchy(2, 3)
+    rel = transitive_closure(tree.parent)
+    model = HierarchyTokenizer(len(tree.names), 4, quantizer=build_quantizer("hgrec", 2, 4, 4, kmeans_init=True))
+    hist = train_hierarchy_tokenizer(model, rel, epochs=3, lr=1.0, warmup_epochs=1, progress=False)
+    assert model.geometry == "euclidean" and all(np.isfinite(h["train/loss"]) for h in hist)
+    assert model.codes().shape == (len(tree.names), 2)
+    with pytest.raises(ValueError, match="quantizer.dim"):
+        HierarchyTokenizer(5, 8, quantizer=build_quantizer("rq", 2, 4, 4))

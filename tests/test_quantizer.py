@@ -6,7 +6,8 @@ import torch
 from closed_forms import dist, mobius_add, random_ball_points
 from hrq.manifold import poincare_ball
 from hrq.models import riemannian_optimizer
-from hrq.quantize import ResidualQuantizer
+from hrq.quantize import QuantizerBase, ResidualQuantizer, level_sizes, usage_heatmap
+from hrq.quantize.plots import usage_matrix
 
 
 def _ball_points(n, dim, c, seed=0, max_radius=0.9, dtype=torch.float32):
@@ -284,3 +285,24 @@ def test_bad_input_shapes_raise():
         q(torch.randn(4, 7))
     with pytest.raises(ValueError, match=r"\[N, 3\]"):
         q.decode(torch.zeros(4, 2, dtype=torch.long))
+
+
+def test_residual_quantizer_is_a_quantizer_base_and_level_sizes_expand():
+    q = _quantizer("poincare", codebook_size=[4, 8, 16])
+    assert isinstance(q, QuantizerBase) and q.codebook_sizes == [4, 8, 16]
+    assert level_sizes(3, 5) == [5, 5, 5] and level_sizes(2, (3, 4)) == [3, 4]
+    assert "levels=3, codebook_sizes=[4, 8, 16], dim=8, geometry=poincare" in repr(q)
+
+
+def test_usage_matrix_and_heatmap_png(tmp_path):
+    codes = torch.tensor([[0, 1], [0, 2], [1, 2], [0, 0]])
+    share = usage_matrix(codes, [2, 4])
+    assert share.shape == (2, 4)
+    assert share[0, :2].tolist() == [0.75, 0.25] and all(v != v for v in share[0, 2:])  # NaN pad
+    assert share[1].tolist() == [0.25, 0.25, 0.5, 0.0]
+    path = usage_heatmap(codes, [2, 4], tmp_path / "plots" / "usage.png", title="toy")
+    assert path == tmp_path / "plots" / "usage.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["usage.png"]  # no temporary left behind
+    with pytest.raises(ValueError, match="outside"):
+        usage_matrix(codes, [2, 2])

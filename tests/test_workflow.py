@@ -99,16 +99,25 @@ def test_all_tables_and_figures_are_built(run):
     t1 = (out / "tables" / "table1.md").read_text()
     assert "RQ mean ± std" in t1 and "HRQ mean ± std" in t1 and "Welch p" in t1
     t2 = pd.read_parquet(out / "tables" / "table2.parquet")
-    assert set(t2["method"]) == {"random", "rqvae", "hrqvae"}
+    assert set(t2["method"]) == {"most_popular", "random", "rqvae", "hrqvae"}
     assert set(t2["metric"]) == {"ndcg@5", "recall@5", "ndcg@10", "recall@10"}
-    assert (t2["n"] == 2).all()
+    assert (t2.loc[t2["method"] != "most_popular", "n"] == 2).all()
+    t1 = pd.read_parquet(out / "tables" / "table1.parquet")
+    assert set(t1["metric"]) == {"recall@10", "recall@10_nonfrequent", "embedding oracle recall@10",
+                                 "embedding oracle recall@10_nonfrequent"}
+    freq = t1[t1["method"] == "frequency"].set_index("metric")["mean"]
+    assert freq["recall@10_nonfrequent"] == 0.0 and 0 < freq["recall@10"] <= 1
+    assert "Frequency (baseline)" in (out / "tables" / "table1.md").read_text()
     for fig in ("fig1_synthetic_taxonomy.png", "fig4_movielens_generated.png"):
         assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG"
+    usage = list((out / "tokens").rglob("usage.png"))
+    assert len(usage) == 4 + 10 and all(p.read_bytes()[:4] == b"\x89PNG" for p in usage)  # one per tokenizer
     # no temp files left behind anywhere
     assert not [p for p in out.rglob(".*tmp*")]
     # one log per job: 2 data + 1 descriptions + 1 embedding + 2x2 hierarchy tokenizers
-    # + 4 seq2seq + (2+2+1 lrs)x2 item tokenizers + 10 recommenders + 5 cells + 6 tables + 2 figures
-    assert len(list((out / "logs").rglob("*.log"))) == 45
+    # + 4 seq2seq + (2+2+1 lrs)x2 item tokenizers + 10 recommenders + 5 cells + 2 baselines
+    # + 6 tables + 2 figures
+    assert len(list((out / "logs").rglob("*.log"))) == 47
     texts = pd.read_parquet(out / "text/movielens_generated/descriptions.parquet")
     assert (texts["source"] == "template").all() and texts["text"].str.contains(" film").all()
     t2_md = (out / "tables" / "table2.md").read_text()

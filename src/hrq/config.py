@@ -73,6 +73,11 @@ def _check_references(config: Mapping[str, Any]) -> None:
             if name not in section["methods"]:
                 problems.append(f"  {task}.compare[{i}]: method {name!r} is not one of "
                                 f"{task}.methods {sorted(section['methods'])}")
+        for name, method in section["methods"].items():
+            sizes = (method or {}).get("codebook_sizes")
+            if sizes and set(section["grid"]["k"]) != {len(sizes)}:
+                problems.append(f"  {task}.methods.{name}.codebook_sizes: {len(sizes)} levels, but "
+                                f"{task}.grid.k is {section['grid']['k']}")
     fig1 = config["hierarchy"]["figure1"]
     for key in ("k", "s"):
         if config["hierarchy"]["datasets"] and fig1[key] not in config["hierarchy"]["grid"][key]:
@@ -96,6 +101,27 @@ def _check_references(config: Mapping[str, Any]) -> None:
         raise ConfigError("invalid config:\n" + "\n".join(problems))
 
 
+def _preset_chain(presets: Mapping[str, Any], preset: str) -> list[str]:
+    """``preset`` and the presets it ``extends``, base first (a preset may build on another,
+    e.g. ``related_demo`` is ``demo`` plus the related quantizers)."""
+    chain: list[str] = []
+    name: str | None = preset
+    while name is not None:
+        if name in chain:
+            raise ConfigError(f"invalid config:\n  presets.{chain[-1]}.extends: cycle {' -> '.join([*chain, name])}")
+        if name not in presets:
+            raise ConfigError(f"invalid config:\n  presets.{chain[-1]}.extends: {name!r} is not a defined preset")
+        values = presets[name] or {}
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"invalid config:\n  presets.{name}: must be a mapping of overrides")
+        for key in ("preset", "presets"):
+            if key in values:
+                raise ConfigError(f"invalid config:\n  presets.{name}.{key}: a preset cannot set {key!r}")
+        chain.append(name)
+        name = values.get("extends")
+    return chain[::-1]
+
+
 def resolve_config(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merge ``config['presets'][config['preset']]`` over ``config``, then ``overrides`` (the
     user's ``--configfile``/``--config`` values, which therefore beat the preset), and validate.
@@ -110,13 +136,9 @@ def resolve_config(config: Mapping[str, Any], overrides: Mapping[str, Any] | Non
     if preset not in presets:
         raise ConfigError(f"invalid config:\n  preset: {preset!r} is not a defined preset; "
                           f"choose one of {sorted(presets)} or add it under 'presets'")
-    preset_values = presets[preset] or {}
-    if not isinstance(preset_values, Mapping):
-        raise ConfigError(f"invalid config:\n  presets.{preset}: must be a mapping of overrides")
-    for key in ("preset", "presets"):
-        if key in preset_values:
-            raise ConfigError(f"invalid config:\n  presets.{preset}.{key}: a preset cannot set {key!r}")
-    merged = deep_merge(config, preset_values)
+    merged = dict(config)
+    for name in _preset_chain(presets, preset):
+        merged = deep_merge(merged, {k: v for k, v in (presets[name] or {}).items() if k != "extends"})
     user = {k: v for k, v in (overrides or {}).items() if k not in ("preset", "presets")}
     merged = deep_merge(merged, user)
     validate_config(merged)

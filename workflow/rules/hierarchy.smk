@@ -11,6 +11,7 @@ rule tokenize_hierarchy:
     output:
         tokens=f"{HIER_TOKENS}/tokens.parquet",
         metrics=f"{HIER_TOKENS}/metrics.parquet",
+        usage=f"{HIER_TOKENS}/usage.png",
     wildcard_constraints:
         dataset=_alternatives(HIER["datasets"]),
         method=_alternatives(HIER["methods"]),

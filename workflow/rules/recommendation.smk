@@ -23,6 +23,7 @@ rule tokenize_items:
     output:
         tokens=f"{REC_TOKENS}/tokens.parquet",
         metrics=f"{REC_TOKENS}/metrics.parquet",
+        usage=f"{REC_TOKENS}/usage.png",
     wildcard_constraints:
         dataset=_alternatives(REC["datasets"]),
         method=_alternatives(REC["methods"]),

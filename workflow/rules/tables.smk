@@ -54,21 +54,55 @@ rule aggregate_cell:
         stage_shell("aggregate-cell")
 
 
+rule baseline:
+    input:
+        unpack(lambda w: {"relations": f"{R}/data/{w.dataset}/relations.parquet"} if w.table == "table1"
+               else {"sequences": f"{R}/data/{w.dataset}/sequences.parquet"}),
+    output:
+        baseline=f"{R}/baselines/{{table}}/{{dataset}}.parquet",
+    wildcard_constraints:
+        table="table1|table2",
+    params:
+        job=lambda w, input, output: job_spec(input, output, {
+            "table": w.table, "min_length": CFG["datasets"][w.dataset].get("min_length", 5),
+            "max_length": CFG["datasets"][w.dataset].get("max_length", 20)}),
+    log:
+        f"{R}/logs/baseline/{{table}}/{{dataset}}.log",
+    shell:
+        stage_shell("baseline")
+
+
+def baseline_files(table):
+    return [f"{R}/baselines/{table}/{d}.parquet" for d in CELL_TABLES[table]["datasets"]]
+
+
 TABLES = {
     "table1": dict(
-        cells="table1", metrics=["recall@10"],
-        index=["dataset", "k", "s", "h", "metric"], methods=list(HIER["methods"]), compare=HIER["compare"],
+        cells="table1", baselines=baseline_files("table1"),
+        metrics=["recall@10", "recall@10_nonfrequent", "tokenizer/oracle_recall@10",
+                 "tokenizer/oracle_recall@10_nonfrequent"],
+        metric_labels={"tokenizer/oracle_recall@10": "embedding oracle recall@10",
+                       "tokenizer/oracle_recall@10_nonfrequent": "embedding oracle recall@10_nonfrequent"},
+        index=["dataset", "k", "s", "h", "metric"], methods=["frequency", *HIER["methods"]],
+        compare=HIER["compare"],
         title="Table 1: hypernym generation, Recall@10 on held-out relations",
         footnotes=["A test relation (u, v) is a hit when v's whole multitoken (extra token included) is "
                    "among the 10 multitokens beam search (10 beams, constrained to existing nouns) "
-                   "returns for u; Recall@10 is the mean over test relations."]),
+                   "returns for u; Recall@10 is the mean over test relations.",
+                   "_nonfrequent: only the test relations whose hypernym is not among the 10 most "
+                   "frequent train hypernyms (what the frequency baseline cannot score).",
+                   "Baselines: Frequency answers the 10 most frequent train hypernyms for every noun; "
+                   "the embedding oracle answers the 10 train hypernyms nearest to the noun in the "
+                   "tokenizer's continuous embedding, before quantization (per method and seed)."]),
     "table2": dict(
-        cells="table2", metrics=["ndcg@5", "recall@5", "ndcg@10", "recall@10"],
-        index=["dataset", "k", "s", "h", "metric"], methods=list(REC["methods"]), compare=REC["compare"],
+        cells="table2", baselines=baseline_files("table2"), metrics=["ndcg@5", "recall@5", "ndcg@10", "recall@10"],
+        index=["dataset", "k", "s", "h", "metric"], methods=["most_popular", *REC["methods"]], compare=REC["compare"],
         title="Table 2: generative recommendation, leave-one-out test",
         texts=[f"{R}/text/{d}/descriptions.parquet" for d in REC["datasets"] if uses_text(d)],
         footnotes=["A recommendation is a hit only when the whole multitoken, extra token included, "
                    "equals the held-out item's.",
+                   "Baselines: Most popular recommends the items with most train interactions to every "
+                   "user; Random is the paper's random-multitoken tokenizer under the same recommender.",
                    f"Item embeddings: {REC['embedding']['backend']}"
                    + (f" ({REC['embedding']['model']})." if uses_text(None) else "."),
                    f"Tokenizer lr per cell: the best of {REC['tokenizer']['lr']} by mean {REC['selection']} "
@@ -108,12 +142,13 @@ for _name, _spec in TABLES.items():
         input:
             cells=table_inputs(_spec),
             texts=_spec.get("texts", []),
+            baselines=_spec.get("baselines", []),
         output:
             md=f"{R}/tables/{_name}.md",
             csv=f"{R}/tables/{_name}.csv",
             parquet=f"{R}/tables/{_name}.parquet",
         params:
-            job=lambda w, input, output, spec=_spec: job_spec(input, output, {k: v for k, v in spec.items() if k != "texts"}),
+            job=lambda w, input, output, spec=_spec: job_spec(input, output, {k: v for k, v in spec.items() if k not in ("texts", "baselines")}),
         log:
             f"{R}/logs/tables/{_name}.log",
         shell:
@@ -164,7 +199,7 @@ rule figure4:
         dataset=_alternatives([REC["figure4"]["dataset"]]),
     params:
         job=lambda w, input, output: job_spec(input, output, {
-            "methods": VAE_METHODS, "method_specs": REC["methods"],
+            "methods": REC["compare"], "method_specs": REC["methods"],
             "tokenizer": {**REC["tokenizer"], "lr": REC["tokenizer"]["lr"][0]},
             "figure4": REC["figure4"], "seed": SEEDS[0], "device": CFG["device"],
             "labels": METHOD_LABELS,

@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 
 from hrq.manifold import poincare_ball
 from hrq.quantize import ResidualQuantizer, append_dedup_token
+from hrq.quantize.distance import nearest_scores
 
 
 class HierarchyTokenizer(nn.Module):
-    """Node embedding table plus a :class:`ResidualQuantizer` over it.
+    """Node embedding table plus a quantizer over it.
 
     Args:
         n_nodes: number of nodes.
@@ -35,21 +36,32 @@ class HierarchyTokenizer(nn.Module):
         codebook_size: ``s``.
         geometry: ``"euclidean"`` (RQ) or ``"poincare"`` (HRQ).
         curvature, residual, loss_distance, commitment: as in :class:`ResidualQuantizer`.
+        quantizer: any quantizer of :func:`hrq.quantize.build_quantizer` instead (``levels``,
+            ``codebook_size``, ``geometry``, ``residual``, ``loss_distance`` and ``commitment``
+            are then its own; the embedding lives where its inputs do, on the ball of
+            ``curvature`` for a Poincaré quantizer).
         init_scale: std of the initial embeddings (mapped with exp0 on the ball).
     """
 
-    def __init__(self, n_nodes: int, dim: int, levels: int, codebook_size: int, *,
+    def __init__(self, n_nodes: int, dim: int, levels: int | None = None, codebook_size: int | None = None, *,
                  geometry: str = "euclidean", curvature: float = 1.0, residual: str = "paper",
                  loss_distance: str = "squared_norm", commitment: float = 0.25,
-                 init_scale: float = 1e-3) -> None:
+                 quantizer: nn.Module | None = None, init_scale: float = 1e-3) -> None:
         super().__init__()
-        self.geometry = geometry
-        self.quantizer = ResidualQuantizer(
-            levels, codebook_size, dim, geometry=geometry, curvature=curvature, residual=residual,
-            loss_distance=loss_distance, commitment=commitment, kmeans_init=True,
-        )
+        if quantizer is None:
+            if levels is None or codebook_size is None:
+                raise ValueError("give levels and codebook_size, or a quantizer")
+            quantizer = ResidualQuantizer(
+                levels, codebook_size, dim, geometry=geometry, curvature=curvature, residual=residual,
+                loss_distance=loss_distance, commitment=commitment, kmeans_init=True,
+            )
+        elif quantizer.dim != dim:
+            raise ValueError(f"quantizer.dim {quantizer.dim} != embedding dim {dim}")
+        self.quantizer = quantizer
+        self.geometry = quantizer.geometry
+        self.curvature = float(curvature)
         init = torch.randn(n_nodes, dim) * init_scale
-        if geometry == "poincare":
+        if self.geometry == "poincare":
             self.ball = poincare_ball(curvature)
             self.embedding = geoopt.ManifoldParameter(self.ball.expmap0(init), manifold=self.ball)
         else:
@@ -67,6 +79,12 @@ class HierarchyTokenizer(nn.Module):
         if self.ball is not None:
             return self.ball.dist(a, b)
         return (a - b).pow(2).sum(-1).clamp_min(1e-15).sqrt()
+
+    def ranking_scores(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``[A, B]`` scores of points ``a [A, h]`` against ``b [B, h]`` ordered as their distances
+        within each row, by one GEMM (:func:`hrq.quantize.distance.nearest_scores`): the
+        broadcast distance needs ``A·B·h`` floats, ~10 GB for 1024 nouns against all of WordNet."""
+        return nearest_scores(a, b, self.curvature if self.ball is not None else None)
 
     def relation_loss(self, child: torch.Tensor, parent: torch.Tensor, negatives: torch.Tensor,
                       valid: torch.Tensor) -> torch.Tensor:
@@ -172,10 +190,11 @@ def train_hierarchy_tokenizer(
             for opt in optimizers:
                 for group in opt.param_groups:
                     group["lr"] = lr
-        if epoch == min(warmup_epochs, epochs - 1):
+        if epoch == min(warmup_epochs, epochs - 1) and getattr(model.quantizer, "kmeans_init", False):
             model.quantizer.initialized.fill_(False)
             model.train()
-            model.quantizer(model.embedding.detach())  # k-means init on all embeddings
+            with torch.no_grad():
+                model.quantizer(model.embedding.detach())  # k-means init on all embeddings
         model.train()
         total = rel_total = q_total = 0.0
         count = 0
@@ -209,7 +228,7 @@ def train_hierarchy_tokenizer(
 
 @torch.no_grad()
 def ranking_metrics(model: HierarchyTokenizer, relations: torch.Tensor, n_nodes: int,
-                    batch_size: int = 1024) -> dict[str, float]:
+                    batch_size: int = 256) -> dict[str, float]:
     """Nickel & Kiela's reconstruction metrics of the continuous embedding.
 
     For every node u with hypernyms in ``relations``, all other nodes are ranked by distance
@@ -223,7 +242,7 @@ def ranking_metrics(model: HierarchyTokenizer, relations: torch.Tensor, n_nodes:
     ranks, aps = [], []
     for start in range(0, children.numel(), batch_size):
         us = children[start : start + batch_size]
-        d = model.distance(emb[us].unsqueeze(1), emb.unsqueeze(0))  # [b, n]
+        d = model.ranking_scores(emb[us], emb)  # [b, n], ordered as distances per row
         truth = torch.zeros_like(d, dtype=torch.bool)
         row = torch.searchsorted(us, heads)
         ok = (row < us.numel()) & (us[row.clamp_max(us.numel() - 1)] == heads)

@@ -1,14 +1,16 @@
-"""RQ-VAE and HRQ-VAE (HRQ paper §3.2, Algorithm 1, App. C.2).
+"""RQ-VAE and HRQ-VAE (HRQ paper §3.2, Algorithm 1, App. C.2), and the same autoencoder around
+the related quantizers (HG-Rec, HyperVQ, RSQ-VAE; :func:`hrq.quantize.build_quantizer`).
 
 HRQ-VAE: ``x ∈ R^d -> exp0 -> hyperbolic encoder -> HRQ -> hyperbolic decoder -> log0 -> x̂``.
 RQ-VAE is the same network with Euclidean layers and Euclidean RQ. Loss:
-``||x - x̂||^2 + L_RQ`` (per point, averaged over the batch).
+``||x - x̂||^2 + L_RQ`` (per point, averaged over the batch), or with
+``reconstruction="hyperbolic"`` HG-Rec's ``d_B(exp0 x, exp0 x̂)^2 + L_RQ`` (eq. 8).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import geoopt
 import torch
@@ -16,8 +18,12 @@ from torch import nn
 
 from hrq.manifold import poincare_ball
 from hrq.nn import mlp
-from hrq.quantize import ResidualQuantizer
+from hrq.quantize import ResidualQuantizer, level_sizes
 from hrq.quantize.residual import Geometry, ResidualRule
+
+Reconstruction = Literal["mse", "hyperbolic"]
+
+_QUANTIZER_INTERFACE = ("levels", "codebook_sizes", "dim", "geometry", "encode", "decode", "code_stats")
 
 
 @dataclass
@@ -30,8 +36,10 @@ class VAEOutput:
         latent: ``x_s [N, h]``, the encoder output that was quantized (a point of the ball for
             HRQ-VAE).
         loss: ``reconstruction_loss + quantizer_loss``.
-        reconstruction_loss: mean over points of ``||x - x̂||^2``.
-        quantizer_loss: the quantizer's codebook + commitment loss.
+        reconstruction_loss: mean over points of ``||x - x̂||^2`` (``reconstruction="mse"``) or
+            of ``d_B(exp0 x, exp0 x̂)^2`` (``"hyperbolic"``).
+        quantizer_loss: the quantizer's own loss (codebook + commitment for RQ/HRQ/HG-Rec, zero
+            for HyperVQ, RSQ's part of eq. 14).
     """
 
     reconstruction: torch.Tensor
@@ -49,14 +57,41 @@ class ResidualQuantizedVAE(nn.Module):
         input_dim: ``d``, e.g. 768 for MPNet embeddings.
         latent_dim: ``h``, the quantized dimension (paper: 32).
         hidden_dims: encoder widths (paper: 512, 256, 128); the decoder mirrors them.
-        levels: ``k``, codebooks / tokens per item.
-        codebook_size: codewords per level (int or one per level; paper: 256).
-        geometry: ``"euclidean"`` (RQ-VAE) or ``"poincare"`` (HRQ-VAE).
-        curvature: ball curvature ``c`` (HRQ-VAE).
-        residual: HRQ residual rule, ``"paper"`` or ``"gyro"``.
-        commitment: ``α`` of the quantizer loss.
+        levels: ``k``, codebooks / tokens per item (default 3).
+        codebook_size: codewords per level (int or one per level; default and paper: 256).
+        geometry: ``"euclidean"`` (RQ-VAE: Euclidean encoder/decoder) or ``"poincare"``
+            (HRQ-VAE: ``exp0``, Möbius layers, ``log0``). Default: ``"euclidean"``, or the
+            ``quantizer``'s geometry when one is given.
+        curvature: ball curvature ``c`` of the hyperbolic layers and of the hyperbolic
+            reconstruction loss. Default: the ``quantizer``'s ``curvature`` when it has one,
+            else 1.
+        residual: HRQ residual rule, ``"paper"`` (default) or ``"gyro"``.
+        commitment: ``α`` of the quantizer loss (default 0.25).
+        quantizer: a ready quantizer (e.g. from :func:`hrq.quantize.build_quantizer`) instead of
+            the :class:`~hrq.quantize.ResidualQuantizer` built from the arguments above. Its
+            ``dim`` must be ``latent_dim`` and its ``geometry`` the VAE's: a quantizer whose
+            inputs and outputs are points of the ball (HRQ, HyperVQ ``geometry="poincare"``)
+            needs the hyperbolic encoder/decoder, a Euclidean one (RQ, HG-Rec's tangent-space
+            quantizer, HyperVQ ``"euclidean"``, RSQ) the Euclidean ones. ``levels`` and
+            ``codebook_size``, if given, must match it; ``residual``, ``commitment`` and
+            ``quantizer_options`` then belong to the quantizer and must not be given.
+        reconstruction: ``"mse"``: ``||x - x̂||^2``; ``"hyperbolic"``: HG-Rec's eq. 8
+            ``L_recon = d_B(exp0 x, exp0 x̂)^2``, the squared geodesic distance on the ball of
+            curvature ``c`` between the input and the output mapped by ``exp0`` (any geometry).
         **quantizer_options: further :class:`ResidualQuantizer` options
             (``kmeans_init``, ``dead_code_threshold``, ``loss_distance`` ...).
+
+    Objectives of the related methods, as this VAE's ``reconstruction_loss + quantizer_loss``:
+
+    * HG-Rec (eq. 8): Euclidean VAE, :class:`~hrq.quantize.HGRecQuantizer` (``L_rqvae``) and
+      ``reconstruction="hyperbolic"`` (``L_recon``).
+    * HyperVQ: the quantizer has no loss; the reconstruction term trains everything.
+    * RSQ-VAE (HQ-VAE eq. 14): ``J = D/2 log σ^2 + ||x - x̂||^2 / (2σ^2) + ||Ẑ - ΣZ_l||^2 /
+      (2Σ s_l^2) - Σ H(P̂_l)``. :class:`~hrq.quantize.RSQQuantizer`'s loss is the last two terms;
+      ``reconstruction="mse"`` is the decoder term with the variance *fixed* at ``σ^2 = 1/2``
+      (the constant ``D/2 log σ^2`` dropped). The paper instead updates ``σ^2`` to its
+      maximum-likelihood value; this VAE keeps the fixed variance, which weighs the
+      reconstruction against the quantizer term by a constant rather than adaptively.
     """
 
     def __init__(
@@ -65,30 +100,87 @@ class ResidualQuantizedVAE(nn.Module):
         latent_dim: int = 32,
         hidden_dims: Sequence[int] = (512, 256, 128),
         *,
-        levels: int = 3,
-        codebook_size: int | Sequence[int] = 256,
-        geometry: Geometry = "euclidean",
-        curvature: float = 1.0,
-        residual: ResidualRule = "paper",
-        commitment: float = 0.25,
+        levels: int | None = None,
+        codebook_size: int | Sequence[int] | None = None,
+        geometry: Geometry | None = None,
+        curvature: float | None = None,
+        residual: ResidualRule | None = None,
+        commitment: float | None = None,
+        quantizer: nn.Module | None = None,
+        reconstruction: Reconstruction = "mse",
         **quantizer_options,
     ) -> None:
         super().__init__()
+        if reconstruction not in ("mse", "hyperbolic"):
+            raise ValueError(f"reconstruction must be 'mse' or 'hyperbolic', got {reconstruction!r}")
+        if quantizer is None:
+            geometry = geometry or "euclidean"
+            curvature = 1.0 if curvature is None else curvature
+        else:
+            geometry, curvature = self._check_quantizer(
+                quantizer, latent_dim, levels, codebook_size, geometry, curvature,
+                residual=residual, commitment=commitment, options=quantizer_options,
+            )
+        if geometry not in ("euclidean", "poincare"):
+            raise ValueError(f"geometry must be 'euclidean' or 'poincare', got {geometry!r}")
         self.geometry = geometry
+        self.curvature = float(curvature)
+        self.reconstruction = reconstruction
         self.ball = poincare_ball(curvature) if geometry == "poincare" else None
+        if reconstruction == "hyperbolic" and self.ball is None:
+            self.reconstruction_ball = poincare_ball(curvature)
         dims = [input_dim, *hidden_dims, latent_dim]
         self.encoder = mlp(dims, self.ball)
         self.decoder = mlp(dims[::-1], self.ball)
-        self.quantizer = ResidualQuantizer(
-            levels,
-            codebook_size,
-            latent_dim,
-            geometry=geometry,
-            curvature=curvature,
-            residual=residual,
-            commitment=commitment,
-            **quantizer_options,
-        )
+        if quantizer is None:
+            quantizer = ResidualQuantizer(
+                3 if levels is None else levels,
+                256 if codebook_size is None else codebook_size,
+                latent_dim,
+                geometry=geometry,
+                curvature=curvature,
+                residual="paper" if residual is None else residual,
+                commitment=0.25 if commitment is None else commitment,
+                **quantizer_options,
+            )
+        self.quantizer = quantizer
+
+    @staticmethod
+    def _check_quantizer(quantizer, latent_dim, levels, codebook_size, geometry, curvature, *,
+                         residual, commitment, options) -> tuple[str, float]:
+        """Validate a given quantizer against the VAE arguments; return (geometry, curvature)."""
+        name = type(quantizer).__name__
+        missing = [a for a in _QUANTIZER_INTERFACE if not hasattr(quantizer, a)]
+        if missing:
+            raise TypeError(f"quantizer {name} lacks {missing}; derive it from hrq.quantize.QuantizerBase")
+        extra = sorted(options) + [n for n, v in (("residual", residual), ("commitment", commitment))
+                                   if v is not None]
+        if extra:
+            raise ValueError(f"{extra} configure the built-in ResidualQuantizer; with quantizer= "
+                             f"set them on the {name} itself")
+        if quantizer.dim != latent_dim:
+            raise ValueError(f"quantizer {name} has dim={quantizer.dim} but latent_dim={latent_dim}")
+        if levels is not None and levels != quantizer.levels:
+            raise ValueError(f"levels={levels} but quantizer {name} has {quantizer.levels} levels")
+        if codebook_size is not None and (
+            level_sizes(quantizer.levels, codebook_size) != list(quantizer.codebook_sizes)
+        ):
+            raise ValueError(f"codebook_size={codebook_size!r} but quantizer {name} has "
+                             f"codebook_sizes={list(quantizer.codebook_sizes)}")
+        q_geometry = quantizer.geometry
+        if geometry is not None and geometry != q_geometry:
+            where = ("points of the Poincaré ball, which need the hyperbolic encoder/decoder"
+                     if q_geometry == "poincare" else
+                     "Euclidean (or tangent) vectors, which need the Euclidean encoder/decoder")
+            raise ValueError(f"geometry mismatch: quantizer {name} has geometry={q_geometry!r} (its "
+                             f"inputs and outputs are {where}) but the VAE geometry is {geometry!r}; "
+                             f"use geometry={q_geometry!r}")
+        q_curvature = getattr(quantizer, "curvature", None)
+        if curvature is not None and q_curvature is not None and float(curvature) != float(q_curvature):
+            raise ValueError(f"curvature={curvature} but quantizer {name} has curvature={q_curvature}")
+        if curvature is None:
+            curvature = 1.0 if q_curvature is None else q_curvature
+        return q_geometry, curvature
 
     def to_latent(self, x: torch.Tensor) -> torch.Tensor:
         """``x [N, d] -> x_s [N, h]``, the vector the quantizer sees (``E(exp0(x))`` on the ball)."""
@@ -101,11 +193,19 @@ class ResidualQuantizedVAE(nn.Module):
         out = self.decoder(y)
         return self.ball.logmap0(out) if self.ball is not None else out
 
+    def reconstruction_error(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """Per-point reconstruction error ``[N]``: ``||x - x̂||^2`` or ``d_B(exp0 x, exp0 x̂)^2``."""
+        if self.reconstruction == "mse":
+            return (x - recon).pow(2).sum(-1)
+        ball = self.ball if self.ball is not None else self.reconstruction_ball
+        # expmap0 projects onto geoopt's float32 radius, so dist (an artanh) stays finite
+        return ball.dist(ball.expmap0(x), ball.expmap0(recon)).pow(2)
+
     def forward(self, x: torch.Tensor) -> VAEOutput:
         latent = self.to_latent(x)
         q = self.quantizer(latent)
         recon = self.from_latent(q.quantized)
-        recon_loss = (x - recon).pow(2).sum(-1).mean()
+        recon_loss = self.reconstruction_error(x, recon).mean()
         return VAEOutput(recon, q.codes, latent, recon_loss + q.loss, recon_loss, q.loss)
 
     @torch.no_grad()

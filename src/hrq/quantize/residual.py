@@ -19,7 +19,6 @@ Both reduce to Euclidean RQ as ``c -> 0``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import geoopt
@@ -27,33 +26,17 @@ import torch
 from torch import nn
 
 from hrq.manifold import mobius_add, poincare_ball, project
+from hrq.quantize.base import Geometry, QuantizerBase, QuantizerOutput, combine_codewords
 from hrq.quantize.distance import nearest
 from hrq.quantize.kmeans import kmeans
-from hrq.quantize.metrics import CodebookStats, codebook_stats
 
-Geometry = Literal["euclidean", "poincare"]
+__all__ = ["Geometry", "LossDistance", "QuantizerOutput", "ResidualQuantizer", "ResidualRule"]
+
 ResidualRule = Literal["paper", "gyro"]
 LossDistance = Literal["squared_norm", "hyperbolic"]
 
 
-@dataclass
-class QuantizerOutput:
-    """Result of a :class:`ResidualQuantizer` forward pass.
-
-    Attributes:
-        codes: ``LongTensor [N, levels]``, the token of each level.
-        quantized: ``[N, dim]`` reconstruction; its gradient flows straight through to the input.
-        loss: scalar codebook + commitment loss summed over levels, averaged over points.
-        residuals: the ``levels`` residuals ``r_i`` that were quantized, each ``[N, dim]``.
-    """
-
-    codes: torch.Tensor
-    quantized: torch.Tensor
-    loss: torch.Tensor
-    residuals: list[torch.Tensor]
-
-
-class ResidualQuantizer(nn.Module):
+class ResidualQuantizer(QuantizerBase):
     """k-level residual quantizer in Euclidean space or on the Poincaré ball.
 
     Args:
@@ -97,14 +80,7 @@ class ResidualQuantizer(nn.Module):
         usage_decay: float = 0.99,
         init_scale: float = 0.1,
     ) -> None:
-        super().__init__()
-        if levels < 1:
-            raise ValueError(f"levels must be >= 1, got {levels}")
-        sizes = [codebook_size] * levels if isinstance(codebook_size, int) else list(codebook_size)
-        if len(sizes) != levels or any(int(s) < 1 for s in sizes):
-            raise ValueError(
-                f"codebook_size must be a positive int or {levels} positive ints, got {codebook_size!r}"
-            )
+        super().__init__(levels, codebook_size, dim)
         if geometry not in ("euclidean", "poincare"):
             raise ValueError(f"geometry must be 'euclidean' or 'poincare', got {geometry!r}")
         if residual not in ("paper", "gyro"):
@@ -118,16 +94,11 @@ class ResidualQuantizer(nn.Module):
         if geometry == "poincare" and not curvature > 0:
             raise ValueError(f"curvature must be > 0, got {curvature}")
 
-        self.levels = levels
-        self.codebook_sizes = [int(s) for s in sizes]
-        self.dim = dim
         self.geometry = geometry
         self.curvature = float(curvature)
         self.residual = residual
         self.commitment = commitment
         self.loss_distance = loss_distance
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
         self.usage_decay = usage_decay
 
@@ -140,7 +111,7 @@ class ResidualQuantizer(nn.Module):
                 init = self.ball.expmap0(init)
             books.append(geoopt.ManifoldParameter(init, manifold=manifold))
         self.codebooks = nn.ParameterList(books)
-        self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self._setup_kmeans_init(kmeans_init, kmeans_iters)
         for i, size in enumerate(self.codebook_sizes):
             self.register_buffer(f"usage_ema_{i}", torch.ones(size))
 
@@ -168,18 +139,10 @@ class ResidualQuantizer(nn.Module):
         return (a - b).pow(2).sum(-1)
 
     def _reconstruct(self, words: list[torch.Tensor]) -> torch.Tensor:
-        """Combine per-level codewords ``[N, dim]`` into the reconstruction."""
-        if self.ball is None:
-            return torch.stack(words).sum(0)
-        if self.residual == "paper":  # left fold ((0 ⊕ e_0) ⊕ e_1) ⊕ ...
-            y = words[0]
-            for e in words[1:]:
-                y = mobius_add(y, e, self.curvature)
-            return y
-        y = words[-1]  # right-nested e_0 ⊕ (e_1 ⊕ (... ⊕ e_{k-1}))
-        for e in reversed(words[:-1]):
-            y = mobius_add(e, y, self.curvature)
-        return y
+        """Combine per-level codewords ``[N, dim]`` into the reconstruction: the sum, the left
+        fold ``((0 ⊕ e_0) ⊕ e_1) ⊕ ...`` (``"paper"``) or ``e_0 ⊕ (e_1 ⊕ (... ⊕ e_{k-1}))``
+        (``"gyro"``)."""
+        return combine_codewords(words, self._c, right_nested=self.residual == "gyro")
 
     # ------------------------------------------------------------------ training-only updates
     @torch.no_grad()
@@ -202,10 +165,9 @@ class ResidualQuantizer(nn.Module):
     # ------------------------------------------------------------------ public API
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
         """Quantize ``x [N, dim]`` (points of the ball for Poincaré; projected onto it first)."""
-        if x.ndim != 2 or x.shape[-1] != self.dim:
-            raise ValueError(f"expected x of shape [N, {self.dim}], got {tuple(x.shape)}")
+        self._check_input(x)
         x = self.project(x)
-        first_batch = self.training and self.kmeans_init and not bool(self.initialized)
+        first_batch = self._kmeans_pending()
         r = x
         codes, words, residuals = [], [], []
         loss = x.new_zeros(())
@@ -232,28 +194,8 @@ class ResidualQuantizer(nn.Module):
         quantized = y + (x - x.detach())
         return QuantizerOutput(torch.stack(codes, -1), quantized, loss, residuals)
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``[N, dim]`` from ``codes [N, levels]`` alone."""
-        if codes.ndim != 2 or codes.shape[-1] != self.levels:
-            raise ValueError(f"expected codes of shape [N, {self.levels}], got {tuple(codes.shape)}")
-        return self._reconstruct([book[codes[:, i]] for i, book in enumerate(self.codebooks)])
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes ``[N, levels]`` of ``x`` without touching the codebooks (any mode)."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self(x).codes
-        finally:
-            self.train(was_training)
-
-    def code_stats(self, codes: torch.Tensor) -> CodebookStats:
-        """Per-level usage and perplexity, and multitoken collisions, of ``codes [N, levels]``."""
-        return codebook_stats(codes, self.codebook_sizes)
-
     def extra_repr(self) -> str:
         geo = f"geometry={self.geometry}"
         if self.ball is not None:
             geo += f", curvature={self.curvature}, residual={self.residual}"
-        return f"levels={self.levels}, codebook_sizes={self.codebook_sizes}, dim={self.dim}, {geo}"
+        return f"{super().extra_repr()}, {geo}"

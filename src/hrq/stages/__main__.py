@@ -23,6 +23,7 @@ STAGES = {
     "tokenize-items": "hrq.stages.tokenize:tokenize_items",
     "hypernym-generation": "hrq.stages.downstream:hypernym_generation",
     "recommendation": "hrq.stages.downstream:recommendation",
+    "baseline": "hrq.stages.downstream:baseline",
     "aggregate-cell": "hrq.stages.report:aggregate_cell",
     "render-table": "hrq.stages.report:render_table",
     "dataset-table": "hrq.stages.report:dataset_table",

@@ -27,22 +27,48 @@ def device_for(params: Mapping[str, Any]) -> torch.device:
     return pick_device(None if want == "auto" else want)
 
 
-def quantizer_options(method: Mapping[str, Any]) -> dict[str, Any]:
-    """The quantizer keyword arguments of a configured method (``hierarchy.methods.<name>`` or
-    ``recommendation.methods.<name>``), with the library defaults for what it leaves out."""
-    return {"geometry": method["geometry"], "curvature": method.get("curvature", 1.0),
-            "residual": method.get("residual", "paper"),
-            "loss_distance": method.get("loss_distance", "squared_norm")}
+GEOMETRY_OPTIONS = ("curvature", "residual", "loss_distance")
+
+
+def quantizer_kind(method: Mapping[str, Any]) -> str:
+    """The :func:`hrq.quantize.build_quantizer` kind of a configured method: its ``quantizer``
+    (``hgrec``, ``hypervq``, ``hypervq_hrq``, ``rsq``, ...), else RQ or HRQ by its geometry."""
+    return method.get("quantizer") or ("hrq" if method.get("geometry") == "poincare" else "rq")
+
+
+def build_method_quantizer(method: Mapping[str, Any], levels: int, codebook_size: int, dim: int,
+                           defaults: Mapping[str, Any]):
+    """The quantizer of a configured method (``hierarchy.methods.<name>`` or
+    ``recommendation.methods.<name>``).
+
+    ``codebook_size`` is the grid's ``s``, unless the method fixes per-level sizes with
+    ``codebook_sizes`` (HG-Rec's differential-length codebooks, e.g. ``[64, 128, 256]``).
+    Options: the method's geometry keys and its ``options`` mapping (passed as given: a key the
+    kind does not take is an error), and the tokenizer-wide ``defaults`` (``commitment``,
+    ``kmeans_init``), which only reach kinds that have them (RSQ has no commitment term).
+    """
+    from hrq.quantize import build_quantizer, quantizer_option_names
+
+    kind = quantizer_kind(method)
+    accepted = set(quantizer_option_names(kind))
+    options = {k: v for k, v in defaults.items() if k in accepted}
+    options.update({k: method[k] for k in GEOMETRY_OPTIONS if k in method and kind != "rq"})
+    options.update(method.get("options", {}))
+    sizes = method.get("codebook_sizes", codebook_size)
+    return build_quantizer(kind, levels, sizes, dim, **options)
 
 
 def build_vae(input_dim: int, latent_dim: int, levels: int, codebook_size: int,
               method: Mapping[str, Any], opts: Mapping[str, Any]):
-    """An (H)RQ-VAE for a configured method and ``recommendation.tokenizer`` options."""
+    """An (H)RQ-VAE — or a VAE around any configured quantizer — for a configured method and
+    ``recommendation.tokenizer`` options. Its geometry is the quantizer's (where its inputs and
+    outputs live); ``reconstruction: hyperbolic`` is HG-Rec's eq. 8 reconstruction term."""
     from hrq.models import ResidualQuantizedVAE
 
-    return ResidualQuantizedVAE(input_dim, latent_dim, tuple(opts["hidden_dims"]), levels=levels,
-                                codebook_size=codebook_size, commitment=opts["commitment"],
-                                kmeans_init=opts["kmeans_init"], **quantizer_options(method))
+    quantizer = build_method_quantizer(method, levels, codebook_size, latent_dim,
+                                       {"commitment": opts["commitment"], "kmeans_init": opts["kmeans_init"]})
+    return ResidualQuantizedVAE(input_dim, latent_dim, tuple(opts["hidden_dims"]), quantizer=quantizer,
+                                reconstruction=method.get("reconstruction", "mse"))
 
 
 def tracker_for(results_dir):

@@ -26,7 +26,8 @@ from hrq.io import read_parquet, write_parquet
 from hrq.recsys import filter_and_truncate
 
 HIERARCHY_KINDS = {"synthetic_taxonomy", "wordnet"}
-CATALOG_KINDS = {"synthetic_catalog", "movielens", "amazon2014"}
+INTERACTION_KINDS = ("movielens", "amazon2014", "amazon2018", "yelp")  # raw interactions -> protocol
+CATALOG_KINDS = {"synthetic_catalog", *INTERACTION_KINDS}
 
 
 def split_relations(relations: torch.Tensor, test_fraction: float, seed: int) -> np.ndarray:
@@ -122,14 +123,22 @@ def prepare_data(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: 
                               "top_level": cat.taxonomy.top_level.numpy().astype(np.int64)})
         sequences = cat.sequences
         min_length, max_length = spec["min_length"], spec["max_length"]
-    elif kind in ("movielens", "amazon2014"):
+    elif kind in INTERACTION_KINDS:
         from hrq.data.interactions import sequences_from_interactions
 
         raw_dir = Path(params["raw_dir"])
         if kind == "movielens":
             raw_items, interactions = _movielens(spec, raw_dir, Path(outputs["catalog"]).parent)
-        else:
+        elif kind == "amazon2014":
             raw_items, interactions = _amazon(spec, raw_dir)
+        elif kind == "amazon2018":  # HG-Rec's Instruments: placed by hand, iterative 5-core
+            from hrq.data.amazon2018 import amazon2018_paths, read_amazon2018
+
+            raw_items, interactions = read_amazon2018(*amazon2018_paths(raw_dir / "amazon2018", spec["category"]))
+        else:  # yelp: HG-Rec's 2019 reviews; the user accepts Yelp's licence and places the files
+            from hrq.data.yelp import read_yelp, yelp_paths
+
+            raw_items, interactions = read_yelp(*yelp_paths(raw_dir / "yelp"), year=spec.get("year", 2019))
         min_length, max_length = spec.get("min_length", 5), spec.get("max_length", 20)
         items, seqs, counts = sequences_from_interactions(interactions, raw_items, min_length, max_length)
         items = items.assign(top_level=np.int64(-1))  # no ground-truth hierarchy

@@ -42,6 +42,6 @@ def figure_token_space(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
         with torch.no_grad():
             latent = model.to_latent(vectors).cpu().numpy()
             codes = model.encode(vectors).cpu().numpy()
-        curvature = method.get("curvature", 1.0) if method["geometry"] == "poincare" else None
+        curvature = model.ball.c.item() if model.ball is not None else None
         panels.append(TokenSpacePanel(params["labels"].get(name, name), latent, codes[:, 0], codes[:, 1], curvature))
     plot_token_space(panels, outputs["png"])

@@ -74,16 +74,18 @@ def aggregate_cell(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
 def select_metrics(cells: pd.DataFrame, metrics: list[str], prefix: str = "",
                    paper_table: int | None = None) -> pd.DataFrame:
     """The rows of ``cells`` a table shows: metrics under ``prefix`` (the prefix stripped), all of
-    them when ``metrics`` is empty, else those in ``metrics`` in that order. With ``paper_table``
-    the paper's value and Δ are looked up again in that table (Table 4 is a view of Table 2's
-    cells, so their paper columns come from Table 4, not Table 2)."""
-    rows = cells[cells["metric"].str.startswith(prefix)] if prefix else cells[~cells["metric"].str.contains("/")]
+    them when ``metrics`` is empty, else those in ``metrics`` in that order (names may carry a
+    ``tokenizer/`` part, e.g. Table 1's embedding oracle). With ``paper_table`` the paper's value and Δ are looked up again in that table (Table 4 is a
+    view of Table 2's cells, so their paper columns come from Table 4, not Table 2)."""
+    if metrics:
+        rows = cells[cells["metric"].isin([prefix + m for m in metrics])]
+    else:
+        rows = cells[cells["metric"].str.startswith(prefix)] if prefix else cells[~cells["metric"].str.contains("/")]
     rows = rows.assign(metric=rows["metric"].str.slice(len(prefix)))
     if metrics:
         missing = set(metrics) - set(rows["metric"])
         if missing:
-            raise ValueError(f"cells lack metrics {sorted(missing)} (have {sorted(set(rows['metric']))})")
-        rows = rows[rows["metric"].isin(metrics)]
+            raise ValueError(f"cells lack metrics {sorted(missing)} (have {sorted(set(cells['metric']))})")
         rows = rows.assign(_order=rows["metric"].map(metrics.index)).sort_values("_order", kind="stable")
         rows = rows.drop(columns="_order")
     if paper_table is not None:
@@ -95,13 +97,42 @@ def select_metrics(cells: pd.DataFrame, metrics: list[str], prefix: str = "",
     return rows.reset_index(drop=True)
 
 
+def baseline_rows(cells: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
+    """Cell-shaped rows of a dataset's baselines (:func:`hrq.stages.downstream.baseline`) for
+    every (k, s, h) of that dataset in ``cells`` and every metric of ``cells`` they have: the
+    baseline does not depend on the grid, so each table row shows it beside the models."""
+    keys = cells[["table", "dataset", "k", "s", "h"]].drop_duplicates()
+    metrics = set(cells["metric"])
+    rows = []
+    for key in keys.itertuples(index=False):
+        mine = baselines[(baselines["dataset"] == key.dataset) & baselines["metric"].isin(metrics)]
+        for b in mine.itertuples(index=False):
+            rows.append({**key._asdict(), "method": b.method, "metric": b.metric, "mean": b.value,
+                         "std": math.nan, "n": 1, "values": [b.value], "seeds": [b.seed],
+                         "paper_value": math.nan, "paper_std": math.nan, "delta": math.nan})
+    return pd.DataFrame(rows, columns=cells.columns) if rows else cells.iloc[:0]
+
+
 def render_table(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Cells -> ``<name>.md|csv|parquet``. ``params``: ``{metrics, prefix, paper_table, index,
-    methods, compare, percent, digits, title, footnotes}`` (see :func:`select_metrics`)."""
+    """Cells (and the datasets' baselines, ``inputs['baselines']``) -> ``<name>.md|csv|parquet``.
+    ``params``: ``{metrics, metric_labels, prefix, paper_table, index, methods, compare, percent,
+    digits, title, footnotes}`` (see :func:`select_metrics`)."""
     from hrq.tables.render import render_table as render, write_table
 
     cells = pd.concat([read_parquet(p) for p in inputs["cells"]], ignore_index=True)
     cells = select_metrics(cells, params.get("metrics", []), params.get("prefix", ""), params.get("paper_table"))
+    if inputs.get("baselines"):
+        baselines = pd.concat([read_parquet(p).assign(dataset=Path(p).stem) for p in inputs["baselines"]],
+                              ignore_index=True)
+        cells = pd.concat([baseline_rows(cells, baselines), cells], ignore_index=True)
+        # Baseline rows come first only as data: order every row by its cell, then by metric.
+        order = {m: i for i, m in enumerate(params.get("metrics") or [])}
+        datasets = {d: i for i, d in enumerate(pd.unique(cells["dataset"]))}
+        cells = (cells.assign(_dataset=cells["dataset"].map(datasets),
+                              _metric=cells["metric"].map(lambda m: order.get(m, len(order))))
+                 .sort_values(["_dataset", "k", "s", "h", "_metric"], kind="stable")
+                 .drop(columns=["_dataset", "_metric"]))
+    cells = cells.assign(metric=cells["metric"].map(lambda m: params.get("metric_labels", {}).get(m, m)))
     baseline, treatment = params.get("compare") or (None, None)
     footnotes = list(params.get("footnotes", ()))
     if inputs.get("texts"):

@@ -8,8 +8,10 @@ Outputs:
 * ``metrics.parquet``: the long per-seed schema (seed, metric, value) of the tokenizer's
   diagnostics: per-level usage and perplexity, collision rate before the extra token, largest
   collision group, first-token purity against the ground truth where the data has one, and
-  per task: ``mean_rank``/``map`` of the embedding (hierarchy) or reconstruction error and the
-  latent-norm statistics of the paper's Table 4 (VAEs).
+  per task: ``mean_rank``/``map`` of the embedding and the embedding oracle's
+  ``oracle_recall@10`` (hierarchy, :func:`hrq.baselines.embedding_oracle`) or reconstruction
+  error and the latent-norm statistics of the paper's Table 4 (VAEs); on the ball,
+  ``boundary_share`` and ``max_norm_ratio`` (:func:`hrq.baselines.boundary_pinning`).
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hrq.baselines import boundary_pinning, embedding_oracle
 from hrq.hierarchy import HierarchyTokenizer, ranking_metrics, train_hierarchy_tokenizer
 from hrq.io import read_parquet, write_parquet
 from hrq.models import evaluate_vae, train_vae
+from hrq.models.training import collision_summary
 from hrq.quantize import append_dedup_token, codebook_stats, first_token_purity, random_codes
 from hrq.stages.common import (
+    build_method_quantizer,
     build_vae,
     device_for,
     epoch_logger,
     job_run,
     metrics_frame,
-    quantizer_options,
     seed_everything,
 )
 from hrq.stages.data import load_vectors
@@ -52,6 +56,23 @@ def _diagnostics(codes: torch.Tensor, sizes, groups: torch.Tensor | None) -> dic
     return out
 
 
+def _training_summary(history, collision_key: str, seconds: float) -> dict[str, float]:
+    """HG-Rec's training-cost view (its Table 2, Fig. 4/5): total and per-epoch seconds, the
+    lowest whole-multitoken collision rate during training and the epochs needed to reach it."""
+    summary = collision_summary(history, key=collision_key)
+    del summary["best_collision_epoch"]  # = epochs_to_min_collision - 1
+    return {**summary, "train_seconds": seconds, "epoch_seconds": seconds / max(len(history), 1)}
+
+
+def _usage_figure(codes: torch.Tensor, sizes, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+    """Per-level codebook usage heatmap next to the tokens (when the rule asks for one)."""
+    if "usage" in outputs:
+        from hrq.quantize.plots import usage_heatmap
+
+        usage_heatmap(codes.cpu(), sizes, outputs["usage"],
+                      title=f"{params['method']} k={params['k']} s={params['s']} h={params['h']} seed {params['seed']}")
+
+
 def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Jointly train a node embedding and its (H)RQ on the train relations (paper §4.1)."""
     seed, k, s, h = params["seed"], params["k"], params["s"], params["h"]
@@ -60,14 +81,16 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
     nodes = read_parquet(inputs["nodes"])
     rel = read_parquet(inputs["relations"])
     train = torch.tensor(rel.loc[rel["split"] == "train", ["child", "parent"]].to_numpy(), dtype=torch.long)
+    test = torch.tensor(rel.loc[rel["split"] == "test", ["child", "parent"]].to_numpy(), dtype=torch.long)
     seed_everything(seed)
-    model = HierarchyTokenizer(len(nodes), h, k, s, commitment=opts["commitment"], init_scale=opts["init_scale"],
-                               **quantizer_options(method)).to(device)
+    quantizer = build_method_quantizer(method, k, s, h, {"commitment": opts["commitment"], "kmeans_init": True})
+    model = HierarchyTokenizer(len(nodes), h, quantizer=quantizer, curvature=method.get("curvature", 1.0),
+                               init_scale=opts["init_scale"]).to(device)
     hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
              "tokenizer": opts, "device": str(device), "train_relations": int(train.shape[0])}
     with job_run(params, hyper) as run:
         start = time.perf_counter()
-        train_hierarchy_tokenizer(
+        history = train_hierarchy_tokenizer(
             model, train, epochs=opts["epochs"], lr=opts["lr"], batch_size=opts["batch_size"],
             negatives=opts["negatives"], warmup_epochs=opts["warmup_epochs"], warmup_lr=opts["warmup_lr"],
             seed=seed, on_epoch=epoch_logger(run, "tokenizer"),
@@ -77,8 +100,13 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
         groups = torch.tensor(nodes.sort_values("node_id")["top_level"].to_numpy(), dtype=torch.long)
         metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
         metrics.update(ranking_metrics(model, train, len(nodes)))
-        metrics["train_seconds"] = seconds
+        # After training only: the test relations say what the embedding alone would score.
+        metrics.update(embedding_oracle(model.embedding.detach(), model.ranking_scores, train, test))
+        if model.ball is not None:
+            metrics.update(boundary_pinning(model.embedding, model.quantizer.curvature))
+        metrics.update(_training_summary(history, "collision_rate", seconds))
         run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+        _usage_figure(codes, model.quantizer.codebook_sizes, params, outputs)
         _write_tokens(append_dedup_token(codes), model.embedding, outputs["tokens"])
         write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
 
@@ -100,6 +128,7 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
             tokens = random_codes(vectors.shape[0], s, k, generator=g)
             metrics = _diagnostics(tokens[:, :k], [s] * k, groups)
             run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+            _usage_figure(tokens[:, :k], [s] * k, params, outputs)
             _write_tokens(tokens, None, outputs["tokens"])
             write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
         return
@@ -108,8 +137,8 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     hyper["tokenizer"] = opts
     with job_run(params, hyper) as run:
         start = time.perf_counter()
-        train_vae(model, vectors, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-                  seed=seed, on_epoch=epoch_logger(run, "tokenizer"))
+        history = train_vae(model, vectors, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
+                            seed=seed, on_epoch=epoch_logger(run, "tokenizer"))
         seconds = time.perf_counter() - start
         model.eval()
         with torch.no_grad():
@@ -119,7 +148,11 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
         metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
         metrics["reconstruction_loss"] = evaluate_vae(model, vectors)["reconstruction_loss"]
         metrics.update(norm_mean=float(norms.mean()), norm_std=float(norms.std()),
-                       norm_cv=float(norms.std() / norms.mean()), train_seconds=seconds)
+                       norm_cv=float(norms.std() / norms.mean()))
+        metrics.update(_training_summary(history, "eval/collision_rate", seconds))
+        if model.ball is not None:  # the latent lives on the ball
+            metrics.update(boundary_pinning(latent, model.ball.c.item()))
         run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+        _usage_figure(codes, model.quantizer.codebook_sizes, params, outputs)
         _write_tokens(append_dedup_token(codes), latent, outputs["tokens"])
         write_parquet(metrics_frame(seed, metrics), outputs["metrics"])

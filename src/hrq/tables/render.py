@@ -29,7 +29,9 @@ METHOD_LABELS = {
     "hrq": "HRQ",
     "rqvae": "RQ-VAE",
     "hrqvae": "HRQ-VAE",
-    "random": "Random",
+    "random": "Random (baseline)",
+    "frequency": "Frequency (baseline)",
+    "most_popular": "Most popular (baseline)",
 }
 #: Columns of :attr:`RenderedTable.frame` after the index columns.
 FRAME_COLUMNS = (
