@@ -1,4 +1,5 @@
-"""Forward+backward time of hrq's ResidualQuantizer (Euclidean, Poincaré) vs ResidualVQ.
+"""Forward+backward time of hrq's ResidualQuantizer (Euclidean, Poincaré) vs ResidualVQ, and of
+every related quantizer kind (HG-Rec, HyperVQ, RSQ) relative to Euclidean RQ.
 
 Prints one table with the ratios side by side. vector-quantize-pytorch is a bench-only
 dependency (``pip install -e '.[bench]'``); it is run with gradient-trained codebooks
@@ -8,6 +9,7 @@ default EMA codebook updates.
     python benchmarks/quantizer.py                # full grid of the core issue
     python benchmarks/quantizer.py --quick        # a smoke-sized grid
     python benchmarks/quantizer.py --device cuda  # on a GPU
+    python benchmarks/quantizer.py --related-only # HG-Rec, HyperVQ, RSQ vs RQ/HRQ on one shape
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-from hrq.quantize import ResidualQuantizer  # noqa: E402
+from hrq.manifold import poincare_ball  # noqa: E402
+from hrq.quantize import QUANTIZER_KINDS, build_quantizer  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -45,11 +48,13 @@ def _time(step, device: str, reps: int, min_seconds: float = 0.2) -> float:
     return statistics.median(times)
 
 
-def _ours(geometry: str, n: int, h: int, s: int, k: int, device: str):
-    q = ResidualQuantizer(k, s, h, geometry=geometry).to(device).train()
+def _ours(kind: str, n: int, h: int, s: int, k: int, device: str):
+    """A forward+backward step of ``build_quantizer(kind, k, s, h)`` on ``n`` points (mapped
+    onto the ball for the Poincaré kinds)."""
+    q = build_quantizer(kind, k, s, h).to(device).train()
     x0 = torch.randn(n, h, device=device) * 0.3
-    if geometry == "poincare":
-        x0 = q.ball.expmap0(x0)
+    if q.geometry == "poincare":
+        x0 = poincare_ball(1.0).expmap0(x0)
 
     def step():
         x = x0.clone().requires_grad_()
@@ -57,6 +62,16 @@ def _ours(geometry: str, n: int, h: int, s: int, k: int, device: str):
         (out.loss + out.quantized.sum()).backward()
 
     return step
+
+
+def related_table(args) -> None:
+    """Every quantizer kind of the pipeline on one shape, time and ratio to Euclidean RQ."""
+    n, h, s, k = args.related_shape
+    print(f"\nrelated quantizers, forward+backward, N={n} h={h} s={s} k={k}:\n")
+    print("| kind | ms | / rq |\n|---|---:|---:|")
+    times = {kind: _time(_ours(kind, n, h, s, k, args.device), args.device, args.reps) for kind in QUANTIZER_KINDS}
+    for kind, t in times.items():
+        print(f"| {kind} | {t * 1e3:.2f} | {t / times['rq']:.2f} |", flush=True)
 
 
 def _residual_vq(n: int, h: int, s: int, k: int, device: str, ema: bool):
@@ -80,6 +95,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="N=1024 only, h=8/32, s=64, k=3")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--related-only", action="store_true", help="only the related-quantizer table")
+    ap.add_argument("--related-shape", type=int, nargs=4, default=[4096, 32, 256, 3], metavar=("N", "h", "s", "k"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,6 +108,11 @@ def main() -> None:
         have_rvq = False
         print("vector-quantize-pytorch not installed: ResidualVQ columns skipped (pip install -e '.[bench]')")
 
+    torch.manual_seed(0)
+    if args.related_only:
+        print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__}")
+        related_table(args)
+        return
     ns = [1024] if args.quick else [1024, 4096, 16384]
     grid = itertools.product(ns, [8, 32], [64] if args.quick else [64, 256], [3] if args.quick else [3, 4])
     torch.manual_seed(0)
@@ -102,8 +124,8 @@ def main() -> None:
     print("|" + "|".join("---:" for _ in cols) + "|")
     ratios_p, ratios_r = [], []
     for n, h, s, k in grid:
-        te = _time(_ours("euclidean", n, h, s, k, args.device), args.device, args.reps)
-        tp = _time(_ours("poincare", n, h, s, k, args.device), args.device, args.reps)
+        te = _time(_ours("rq", n, h, s, k, args.device), args.device, args.reps)
+        tp = _time(_ours("hrq", n, h, s, k, args.device), args.device, args.reps)
         row = [n, h, s, k, f"{te * 1e3:.2f}", f"{tp * 1e3:.2f}", f"{tp / te:.2f}"]
         ratios_p.append(tp / te)
         if have_rvq:
@@ -116,6 +138,7 @@ def main() -> None:
     print(f"\ngeometric mean poincare/euclidean: {geo(ratios_p):.2f} (max {max(ratios_p):.2f})")
     if ratios_r:
         print(f"geometric mean euclidean/ResidualVQ(grad): {geo(ratios_r):.2f} (max {max(ratios_r):.2f})")
+    related_table(args)
 
 
 if __name__ == "__main__":

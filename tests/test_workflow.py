@@ -7,6 +7,7 @@ output and a rerun completes; the SLURM profile dry-runs.
 
 import copy
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -250,3 +251,23 @@ def test_slurm_profile_dry_run(run):
                      "--workflow-profile", str(REPO / "workflow/profiles/slurm"))
     log = proc.stdout + proc.stderr
     assert "tokenize_hierarchy" in log and "This was a dry-run" in log
+
+
+def test_a_changed_config_value_reruns_exactly_the_jobs_that_read_it(run):
+    workdir, _ = run
+    config_file = workdir / "smoke.yaml"
+    original = config_file.read_text()
+    changed = yaml.safe_load(original)
+    changed["presets"]["smoke"]["hierarchy"]["seq2seq"]["epochs"] = 3
+    try:
+        config_file.write_text(yaml.safe_dump(changed))
+        proc = snakemake(workdir, "-n", "all_tables")
+        log = proc.stdout + proc.stderr
+    finally:
+        config_file.write_text(original)
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", log, flags=re.M))
+    # the 4 hypernym seq2seq runs, then what reads their metrics; no tokenizer, nothing of Table 2
+    assert counts.get("hypernym_generation") == "4", log
+    assert "tokenize_hierarchy" not in counts and "recommendation" not in counts and "tokenize_items" not in counts
+    proc = snakemake(workdir, "-n", "all_tables")  # the original config: still nothing to do
+    assert "Nothing to be done" in proc.stdout + proc.stderr

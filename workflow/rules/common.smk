@@ -50,6 +50,25 @@ def job_spec(input, output, params):
     return json.dumps({"inputs": ins, "outputs": outs, "params": params}, sort_keys=True)
 
 
+class _PathPlaceholder:
+    """Stands in for a job's `input`/`output` when only its settings are wanted."""
+
+    def __getattr__(self, name):
+        return f"<{name}>"
+
+
+def stage_params(make):
+    """A rule's params from `make(wildcards, input, output) -> dict`:
+
+    * `job`: the JSON `python -m hrq.stages` reads (inputs, outputs and those params);
+    * `settings`: the same params with placeholders for paths, a function of the wildcards
+      alone. Snakemake records only such params (not ones derived from input/output), so this
+      is what makes a changed config value rerun exactly the jobs that read it.
+    """
+    return {"job": lambda w, input, output: job_spec(input, output, make(w, input, output)),
+            "settings": lambda w: json.dumps(make(w, _PathPlaceholder(), _PathPlaceholder()), sort_keys=True)}
+
+
 def grid_cells(section):
     """Every (method, k, s, h) of a task section, in config order."""
     return [(m, k, s, h) for m in section["methods"] for k in section["grid"]["k"]

@@ -8,7 +8,7 @@ rule prepare_hierarchy_data:
     wildcard_constraints:
         dataset=_alternatives(HIER["datasets"]),
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "name": w.dataset, "task": "hierarchy", "spec": CFG["datasets"][w.dataset],
             "test_fraction": HIER["test_fraction"], "split_seed": HIER["split_seed"]}),
     log:
@@ -25,7 +25,7 @@ rule prepare_catalog_data:
     wildcard_constraints:
         dataset=_alternatives(REC["datasets"] + [REC["figure4"]["dataset"]]),
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "name": w.dataset, "task": "recommendation", "spec": CFG["datasets"][w.dataset],
             "raw_dir": CFG["raw_dir"]}),
     log:
@@ -55,7 +55,7 @@ rule describe_items:
         descriptions=f"{R}/text/{{dataset}}/descriptions.parquet",
     params:
         # LLM answers are cached per dataset across presets and runs: never paid for twice.
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "spec": CFG["datasets"][w.dataset], "descriptions": REC["descriptions"],
             "cache": f"{RESULTS}/cache/descriptions/{w.dataset}.parquet"}),
     log:
@@ -72,7 +72,7 @@ rule embed_items:
     output:
         embeddings=f"{R}/embeddings/{{dataset}}.parquet",
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             **REC["embedding"], "spec": CFG["datasets"][w.dataset], "device": CFG["device"]}),
     threads: CFG["threads"]
     resources:

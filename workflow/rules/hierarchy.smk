@@ -16,7 +16,7 @@ rule tokenize_hierarchy:
         dataset=_alternatives(HIER["datasets"]),
         method=_alternatives(HIER["methods"]),
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "method": w.method, "method_spec": HIER["methods"][w.method], "k": int(w.k), "s": int(w.s),
             "h": int(w.h), "seed": int(w.seed), "tokenizer": HIER["tokenizer"], "device": CFG["device"],
             "tracking": tracking("table1", w, output.tokens, f"seed{w.seed} tokenizer")}),
@@ -39,7 +39,7 @@ rule hypernym_generation:
         dataset=_alternatives(HIER["datasets"]),
         method=_alternatives(HIER["methods"]),
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "seed": int(w.seed), "seq2seq": HIER["seq2seq"], "device": CFG["device"],
             "tracking": tracking("table1", w, output.metrics, f"seed{w.seed} seq2seq")}),
     threads: CFG["threads"]

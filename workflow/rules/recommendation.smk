@@ -28,7 +28,7 @@ rule tokenize_items:
         dataset=_alternatives(REC["datasets"]),
         method=_alternatives(REC["methods"]),
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "method": w.method, "method_spec": REC["methods"][w.method], "k": int(w.k), "s": int(w.s),
             "h": int(w.h), "seed": int(w.seed), "tokenizer": {**REC["tokenizer"], "lr": float(w.lr)},
             "device": CFG["device"], "item_text": item_text(w.dataset),
@@ -52,7 +52,7 @@ rule recommendation:
         dataset=_alternatives(REC["datasets"]),
         method=_alternatives(REC["methods"]),
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "seed": int(w.seed), "seq2seq": REC["seq2seq"], "device": CFG["device"],
             "selection": REC["selection"],
             "min_length": CFG["datasets"][w.dataset].get("min_length", 5),

@@ -45,7 +45,7 @@ rule aggregate_cell:
     wildcard_constraints:
         table="table1|table2",
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "table": w.table, "keys": cell_of(w), "tracking": tracking(w.table, w),
             "lrs": seed_lrs(w), "selection": REC["selection"]}),
     log:
@@ -63,7 +63,7 @@ rule baseline:
     wildcard_constraints:
         table="table1|table2",
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "table": w.table, "min_length": CFG["datasets"][w.dataset].get("min_length", 5),
             "max_length": CFG["datasets"][w.dataset].get("max_length", 20)}),
     log:
@@ -148,7 +148,7 @@ for _name, _spec in TABLES.items():
             csv=f"{R}/tables/{_name}.csv",
             parquet=f"{R}/tables/{_name}.parquet",
         params:
-            job=lambda w, input, output, spec=_spec: job_spec(input, output, {k: v for k, v in spec.items() if k not in ("texts", "baselines")}),
+            **stage_params(lambda w, input, output, spec=_spec: {k: v for k, v in spec.items() if k not in ("texts", "baselines")}),
         log:
             f"{R}/logs/tables/{_name}.log",
         shell:
@@ -163,7 +163,7 @@ rule table3:
         csv=f"{R}/tables/table3.csv",
         parquet=f"{R}/tables/table3.parquet",
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "title": "Table 3: dataset statistics after the protocol (short histories dropped, long ones truncated)",
             "footnotes": ["The paper's Table 3 swaps the Toys and Sports rows; ML-10M's 71,567 users "
                           "include tag-only users."]}),
@@ -182,7 +182,7 @@ rule figure1:
     wildcard_constraints:
         dataset=_alternatives(HIER["datasets"]),
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "dataset": w.dataset, "methods": HIER["compare"], **HIER["figure1"]}),
     log:
         f"{R}/logs/figures/fig1_{{dataset}}.log",
@@ -198,7 +198,7 @@ rule figure4:
     wildcard_constraints:
         dataset=_alternatives([REC["figure4"]["dataset"]]),
     params:
-        job=lambda w, input, output: job_spec(input, output, {
+        **stage_params(lambda w, input, output: {
             "methods": REC["compare"], "method_specs": REC["methods"],
             "tokenizer": {**REC["tokenizer"], "lr": REC["tokenizer"]["lr"][0]},
             "figure4": REC["figure4"], "seed": SEEDS[0], "device": CFG["device"],
