@@ -70,6 +70,28 @@ def fetch_amazon(category: str, directory: str | Path) -> tuple[Path, Path]:
             ensure_file(meta_url(category), directory / f"meta_{category}.json.gz"))
 
 
+def first_json_records(path: Path, key: str, needed: set[str], *, gzipped: bool) -> dict[str, dict]:
+    """The first JSON-object line of each ``key`` value in ``needed``, from a JSON-lines file.
+
+    Every line is parsed, so a malformed line anywhere is reported (file and 1-based line).
+    """
+    found: dict[str, dict] = {}
+    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = _json_loads(line)
+            except ValueError as exc:  # also UnicodeDecodeError
+                raise ValueError(f"{path}: line {lineno}: not a JSON object ({exc})") from None
+            value = record.get(key) if isinstance(record, dict) else None
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{path}: line {lineno}: expected a JSON object with a string {key!r}")
+            if value in needed and value not in found:
+                found[value] = record
+    return found
+
+
 def _clean(value: Any) -> str:
     """One line of text: HTML entities decoded (titles contain "&amp;"), whitespace collapsed."""
     return _SPACE_RE.sub(" ", html.unescape(str(value))).strip()

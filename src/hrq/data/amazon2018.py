@@ -31,7 +31,6 @@ On the real files this should give the numbers above; the unit tests cannot chec
 
 from __future__ import annotations
 
-import gzip
 import logging
 import re
 from collections.abc import Mapping
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hrq.data.amazon import _categories, _clean, _json_loads, item_text
+from hrq.data.amazon import _categories, _clean, first_json_records, item_text
 
 __all__ = [
     "AMAZON2018_PAGE",
@@ -205,21 +204,7 @@ def _read_meta(path: Path, needed: set[str]) -> dict[str, dict]:
 
     Every line is parsed, so a malformed line anywhere is reported.
     """
-    found: dict[str, dict] = {}
-    with gzip.open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                meta = _json_loads(line)
-            except ValueError as exc:  # also UnicodeDecodeError
-                raise ValueError(f"{path}: line {lineno}: not a JSON object ({exc})") from None
-            asin = meta.get("asin") if isinstance(meta, dict) else None
-            if not isinstance(asin, str) or not asin:
-                raise ValueError(f"{path}: line {lineno}: expected a JSON object with a string 'asin'")
-            if asin in needed and asin not in found:
-                found[asin] = _as_2014(meta)
-    return found
+    return {asin: _as_2014(meta) for asin, meta in first_json_records(path, "asin", needed, gzipped=True).items()}
 
 
 def read_amazon2018(ratings_csv: str | Path, meta_json_gz: str | Path, *,

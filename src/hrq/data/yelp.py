@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hrq.data.amazon import _clean, _json_loads
+from hrq.data.amazon import _clean, _json_loads, first_json_records
 from hrq.data.amazon2018 import first_interactions, k_core, require_files
 
 __all__ = ["BUSINESS_FILE", "REVIEW_FILE", "YELP_PAGE", "business_text", "read_yelp", "yelp_paths"]
@@ -142,23 +142,10 @@ def _read_reviews(path: Path, year: int | None) -> pd.DataFrame:
 
 def _read_businesses(path: Path, needed: set[str]) -> dict[str, dict]:
     """The business dicts of the ids in ``needed`` (first line of each); every line is checked."""
-    found: dict[str, dict] = {}
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                business = _json_loads(line)
-            except ValueError as exc:  # also UnicodeDecodeError
-                raise ValueError(f"{path}: line {lineno}: not a JSON object ({exc})") from None
-            business_id = business.get("business_id") if isinstance(business, dict) else None
-            if not isinstance(business_id, str) or not business_id:
-                raise ValueError(f"{path}: line {lineno}: expected a JSON object with a string 'business_id'")
-            if business_id in needed and business_id not in found:
-                # only what the items table uses: attributes and hours are large and unused
-                found[business_id] = {key: business.get(key)
-                                      for key in ("business_id", "name", "city", "state", "categories")}
-    return found
+    found = first_json_records(path, "business_id", needed, gzipped=False)
+    # only what the items table uses: attributes and hours are large and unused
+    return {bid: {key: business.get(key) for key in ("business_id", "name", "city", "state", "categories")}
+            for bid, business in found.items()}
 
 
 def read_yelp(review_json: str | Path, business_json: str | Path, *, year: int | None = 2019, core: int = 5,

@@ -39,22 +39,23 @@ def aggregate_cell(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     With ``lrs`` (one tokenizer lr label per input file, Table 2), the cell keeps the seeds of
     the lr with the best mean ``selection`` metric (App. C.2: the lr is chosen on the downstream
     validation split) and adds ``selection/lr`` and ``selection/<metric>/lr=<lr>`` rows."""
-    downstream = pd.concat([read_parquet(p) for p in inputs["seeds"]], ignore_index=True)
-    tokenizer = pd.concat([read_parquet(p) for p in inputs.get("tokenizer_seeds", [])] or [downstream.iloc[:0]],
-                          ignore_index=True)
     lrs = params.get("lrs") or []
+    # Each seed file is read once, tagged with its tokenizer lr when there are several.
+    labels = lrs or [None] * len(inputs["seeds"])
+    downstream = pd.concat([read_parquet(p).assign(lr=lr) for p, lr in zip(inputs["seeds"], labels)],
+                           ignore_index=True)
+    tokenizer = pd.concat([read_parquet(p).assign(lr=lr) for p, lr in zip(inputs.get("tokenizer_seeds", []), labels)]
+                          or [downstream.iloc[:0]], ignore_index=True)
     if lrs:
-        downstream = pd.concat([read_parquet(p).assign(lr=lr) for p, lr in zip(inputs["seeds"], lrs)], ignore_index=True)
-        tokenizer = pd.concat([read_parquet(p).assign(lr=lr) for p, lr in zip(inputs["tokenizer_seeds"], lrs)],
-                              ignore_index=True)
         best, means = select_lr(downstream, params["selection"])
         chosen = downstream[downstream["lr"] == best]
         selection_rows = [chosen[["seed"]].drop_duplicates().assign(metric="selection/lr", value=float(best))]
         for lr in means:
             per_seed = downstream[(downstream["lr"] == lr) & (downstream["metric"] == params["selection"])]
             selection_rows.append(per_seed[["seed", "value"]].assign(metric=f"selection/{params['selection']}/lr={lr}"))
-        downstream = pd.concat([chosen, *selection_rows], ignore_index=True).drop(columns="lr")
-        tokenizer = tokenizer[tokenizer["lr"] == best].drop(columns="lr")
+        downstream = pd.concat([chosen, *selection_rows], ignore_index=True)
+        tokenizer = tokenizer[tokenizer["lr"] == best]
+    downstream, tokenizer = downstream.drop(columns="lr"), tokenizer.drop(columns="lr")
     tokenizer = tokenizer.assign(metric=TOKENIZER_PREFIX + tokenizer["metric"].astype(str))
     seed_metrics = pd.concat([downstream, tokenizer], ignore_index=True)
     cell = aggregate_seeds(seed_metrics, {"table": params["table"], **params["keys"]})
