@@ -25,7 +25,7 @@ import torch
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 from hrq.manifold import poincare_ball  # noqa: E402
-from hrq.quantize import QUANTIZER_KINDS, build_quantizer  # noqa: E402
+from hrq.quantize import QUANTIZER_KINDS, build_quantizer, codebook_label, pyramid_codebook_sizes  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -48,9 +48,9 @@ def _time(step, device: str, reps: int, min_seconds: float = 0.2) -> float:
     return statistics.median(times)
 
 
-def _ours(kind: str, n: int, h: int, s: int, k: int, device: str):
+def _ours(kind: str, n: int, h: int, s: int | list[int], k: int, device: str):
     """A forward+backward step of ``build_quantizer(kind, k, s, h)`` on ``n`` points (mapped
-    onto the ball for the Poincaré kinds)."""
+    onto the ball for the Poincaré kinds); ``s`` an int or one size per level."""
     q = build_quantizer(kind, k, s, h).to(device).train()
     x0 = torch.randn(n, h, device=device) * 0.3
     if q.geometry == "poincare":
@@ -65,13 +65,20 @@ def _ours(kind: str, n: int, h: int, s: int, k: int, device: str):
 
 
 def related_table(args) -> None:
-    """Every quantizer kind of the pipeline on one shape, time and ratio to Euclidean RQ."""
+    """Every quantizer kind of the pipeline on one shape, time and ratio to Euclidean RQ, with
+    s per level and with HG-Rec's differential-length strategy ending at the same s (§3.2)."""
     n, h, s, k = args.related_shape
-    print(f"\nrelated quantizers, forward+backward, N={n} h={h} s={s} k={k}:\n")
-    print("| kind | ms | / rq |\n|---|---:|---:|")
-    times = {kind: _time(_ours(kind, n, h, s, k, args.device), args.device, args.reps) for kind in QUANTIZER_KINDS}
-    for kind, t in times.items():
-        print(f"| {kind} | {t * 1e3:.2f} | {t / times['rq']:.2f} |", flush=True)
+    pyramid = pyramid_codebook_sizes(max(s // 2 ** (k - 1), 1), k)
+    label = codebook_label(pyramid)
+    print(f"\nrelated quantizers, forward+backward, N={n} h={h} k={k}, s={s} and s={label}:\n")
+    print(f"| kind | ms (s={s}) | / rq | ms (s={label}) | / rq (s={s}) |\n|---|---:|---:|---:|---:|")
+    times = {}
+    for kind in QUANTIZER_KINDS:
+        times[kind] = tuple(_time(_ours(kind, n, h, sizes, k, args.device), args.device, args.reps)
+                            for sizes in (s, pyramid))
+        uniform, pyr = times[kind]
+        print(f"| {kind} | {uniform * 1e3:.2f} | {uniform / times['rq'][0]:.2f} | {pyr * 1e3:.2f} | "
+              f"{pyr / times['rq'][0]:.2f} |", flush=True)
 
 
 def _residual_vq(n: int, h: int, s: int, k: int, device: str, ema: bool):

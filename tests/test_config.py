@@ -84,10 +84,18 @@ def test_a_preset_extends_another_and_cycles_are_errors():
         resolve_config({**raw, "preset": "demo"})
 
 
-def test_codebook_sizes_must_match_the_grid_levels():
+def test_codebook_strategies_in_the_grid_are_checked_against_k():
     raw = yaml.safe_load(CONFIG_PATH.read_text())
-    with pytest.raises(ConfigError, match=r"recommendation.methods.hgrec_64_128_256.codebook_sizes: 3 levels"):
+    with pytest.raises(ConfigError, match=r"recommendation.grid.s\[1\]: \[64, 128, 256\] has 3 levels, but "
+                                          r"recommendation.grid.k is \[4\]"):
         resolve_config({**raw, "preset": "related"}, {"recommendation": {"grid": {"k": [4]}}})
+    with pytest.raises(ConfigError, match=r"hierarchy.grid.s\[1\]: \[8, 8, 8\] is the same codebook strategy as "
+                                          r"hierarchy.grid.s\[0\]"):
+        resolve_config({**raw, "preset": "demo"}, {"hierarchy": {"grid": {"k": [3], "s": [8, [8, 8, 8]]}}})
+    with pytest.raises(ConfigError, match=r"recommendation.grid.s\[1\]\[0\]: 0 is less than the minimum of 1"):
+        resolve_config({**raw, "preset": "demo"}, {"recommendation": {"grid": {"s": [16, [0, 16]]}}})
+    cfg = resolve_config({**raw, "preset": "hgrec_ablation"})
+    assert cfg["recommendation"]["grid"]["s"][3:] == [[32, 64, 128], [32, 64, 256], [64, 128, 256]]
     with pytest.raises(ConfigError, match="recommendation.methods.bad"):
         resolve_config({**raw, "preset": "demo"},
                        {"recommendation": {"methods": {"bad": {"kind": "vae", "quantizer": "hgrec", "geometry": "poincare"}}}})

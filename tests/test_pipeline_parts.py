@@ -1,5 +1,7 @@
 """The pieces the pipeline stages are made of: closure, split, protocol, hierarchy tokenizer."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -199,8 +201,12 @@ def test_configured_methods_build_their_quantizers():
     assert hrq.geometry == "poincare" and hrq.curvature == 0.5 and hrq.residual == "gyro"
     rsq = build_method_quantizer({"quantizer": "rsq"}, 2, 8, 4, defaults)  # no commitment term: not passed
     assert isinstance(rsq, RSQQuantizer)
-    pyramid = build_method_quantizer({"quantizer": "hgrec", "codebook_sizes": [4, 8, 16]}, 3, 256, 4, defaults)
+    # The grid's s as a codebook strategy: per-level sizes, or their label as in result paths.
+    pyramid = build_method_quantizer({"quantizer": "hgrec"}, 3, [4, 8, 16], 4, defaults)
     assert isinstance(pyramid, HGRecQuantizer) and pyramid.codebook_sizes == [4, 8, 16]
+    labelled = build_method_quantizer({"geometry": "poincare"}, 3, "4-8-16", 4, defaults)
+    assert labelled.codebook_sizes == [4, 8, 16]
+    assert build_method_quantizer({"geometry": "euclidean"}, 3, "8", 4, defaults).codebook_sizes == [8, 8, 8]
     with pytest.raises(ValueError, match="does not accept option"):
         build_method_quantizer({"quantizer": "hgrec", "options": {"bogus": 1}}, 2, 8, 4, defaults)
     vae = build_vae(16, 4, 2, 8, {"kind": "vae", "quantizer": "hypervq_hrq"},
@@ -217,5 +223,28 @@ def test_hierarchy_tokenizer_takes_any_quantizer():
     hist = train_hierarchy_tokenizer(model, rel, epochs=3, lr=1.0, warmup_epochs=1, progress=False)
     assert model.geometry == "euclidean" and all(np.isfinite(h["train/loss"]) for h in hist)
     assert model.codes().shape == (len(tree.names), 2)
+    assert all(h["train/epoch_seconds"] > 0 for h in hist)
+    # HG-Rec's embedding is a tangent vector measured like its codewords: d_B(exp0 a, exp0 b), c = 0.5
+    model = HierarchyTokenizer(6, 4, quantizer=build_quantizer("hgrec", 2, 4, 4, curvature=0.5))
+    a, b = torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64)
+    ball = model.tangent_ball
+    want = ball.dist(ball.expmap0(a)[:, None], ball.expmap0(b)[None])
+    torch.testing.assert_close(model.distance(a[:, None], b[None]), want)
+    assert torch.equal(model.ranking_scores(a, b).argsort(-1), want.argsort(-1))
+    assert HierarchyTokenizer(6, 4, quantizer=build_quantizer("rq", 2, 4, 4)).tangent_ball is None
+    # Tangent rows pushed past exp0's float32 reach are brought back to it; other rows, and
+    # other tokenizers' embeddings, are not touched.
+    with torch.no_grad():
+        model.embedding[0] = torch.tensor([30.0, 0.0, 0.0, 0.0])
+        model.embedding[1] = torch.tensor([0.0, 0.5, 0.0, 0.0])
+    model.project_(torch.tensor([0, 1]))
+    reach = math.atanh(1 - 4e-3) / 0.5**0.5
+    assert model.embedding[0].norm().item() == pytest.approx(reach, rel=1e-5)
+    assert model.embedding[1].tolist() == [0.0, 0.5, 0.0, 0.0]
+    rq = HierarchyTokenizer(6, 4, quantizer=build_quantizer("rq", 2, 4, 4))
+    with torch.no_grad():
+        rq.embedding[0] = torch.tensor([30.0, 0.0, 0.0, 0.0])
+    rq.project_(torch.tensor([0]))
+    assert rq.embedding[0, 0].item() == 30.0
     with pytest.raises(ValueError, match="quantizer.dim"):
         HierarchyTokenizer(5, 8, quantizer=build_quantizer("rq", 2, 4, 4))

@@ -503,6 +503,31 @@ def test_hyperbolic_reconstruction_is_squared_ball_distance_of_exp0(c):
                                model.reconstruction_error(x, out.reconstruction).mean())
 
 
+def test_gaussian_reconstruction_is_eq14_decoder_term_at_the_ml_variance():
+    from hrq.models import evaluate_vae
+
+    model = ResidualQuantizedVAE(16, 8, (16,), quantizer=build_quantizer("rsq", 2, [4, 8], 8),
+                                 reconstruction="gaussian").double()
+    x = torch.randn(32, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model.eval()
+    out = model(x)
+    err = (x - out.reconstruction).pow(2).sum(-1).detach()
+    # D/2 log σ² + Σ_n ||x_n - x̂_n||² / (2σ² N) at σ² = mean ||x - x̂||² / D, less the constant D/2 (1 - log D)
+    sigma2 = err.mean() / 16
+    full = 16 / 2 * sigma2.log() + err.mean() / (2 * sigma2)
+    torch.testing.assert_close(out.reconstruction_loss.detach(), full - 16 / 2 * (1 - torch.log(torch.tensor(16.0, dtype=torch.float64))))
+    # ... and no other σ² gives a smaller value of that term
+    for other in (0.5 * sigma2, 2 * sigma2):
+        assert 16 / 2 * other.log() + err.mean() / (2 * other) > full
+    # the reported error is the per-point squared error, comparable with an MSE-trained VAE
+    assert evaluate_vae(model, x)["reconstruction_loss"] == pytest.approx(float(err.mean()))
+    # its gradient scales as 1 / error: the "self-annealing" pull grows as the fit improves
+    model.train()
+    y = torch.zeros(4, 16, dtype=torch.float64, requires_grad=True)
+    (16 / 2 * (x[:4] - y).pow(2).sum(-1).mean().log()).backward()
+    torch.testing.assert_close(y.grad, -16 * (x[:4] - y.detach()) / (x[:4] - y.detach()).pow(2).sum(-1).mean() / 4)
+
+
 @pytest.mark.parametrize("kind", ["hgrec", "hrq"])
 @pytest.mark.parametrize("scale", [1.0, 1e2, 1e4])
 def test_hyperbolic_reconstruction_finite_near_the_boundary(kind, scale):

@@ -56,7 +56,7 @@ def test_table1_has_the_full_grid_and_its_gains_match_the_printed_ones():
     assert set(t1["dataset"]) == {"wordnet"} and set(t1["metric"]) == {"recall@10"}
     grid = set(zip(t1["method"], t1["k"], t1["s"], t1["h"]))
     assert grid == {
-        (m, k, s, h) for m in ("rq", "hrq") for k in (3, 4) for s in (64, 128, 256)
+        (m, k, str(s), h) for m in ("rq", "hrq") for k in (3, 4) for s in (64, 128, 256)
         for h in (4, 8, 16, 32)
     }
     assert t1["std"].isna().all()
@@ -70,6 +70,29 @@ def test_table1_has_the_full_grid_and_its_gains_match_the_printed_ones():
             assert abs(gain_pct - printed) <= 0.15, (k, s, h, gain_pct, printed)
             checked += 1
     assert checked == 24
+
+
+def test_hgrec_tables_are_transcribed_with_their_codebook_strategies():
+    pv = paper_values("hgrec")
+    t3 = pv[pv["table"] == 3]
+    assert len(t3) == 10 * 3 and set(t3["metric"]) == {"ndcg@10"}
+    assert set(t3["dataset"]) == {"amazon_beauty", "amazon2018_instruments", "yelp2019"}
+    # Full HG-Rec (hgrec at its Table 6 codebook [64,128,256]) is the bold best of every column.
+    for dataset, rows in t3.groupby("dataset"):
+        best = rows.loc[rows["value"].idxmax()]
+        assert (best["method"], best["s"]) == ("hgrec", "64-128-256"), dataset
+    # A strategy is found by any spelling of it; the HRQ paper has no per-level sizes.
+    assert lookup_paper(3, "yelp2019", "rqvae", "ndcg@10", k=3, s=[32, 64, 256], h=32, paper="hgrec") == \
+        pytest.approx((0.0208, math.nan), nan_ok=True)
+    assert lookup_paper(3, "yelp2019", "hgrec", "ndcg@10", k=3, s=[256, 256, 256], h=32, paper="hgrec")[0] == 0.0222
+    assert lookup_paper(1, "wordnet", "hrq", "recall@10", k=3, s="32-64-128", h=8) is None
+    # Table 2's totals give the speed-ups the text prints: about 36x, 11x and 38x.
+    t2 = pv[pv["table"] == 2].set_index(["dataset", "method", "metric"])["value"]
+    for dataset, printed in (("amazon_beauty", 36), ("amazon2018_instruments", 11), ("yelp2019", 38)):
+        ratio = t2[dataset, "rqvae", "seconds_to_min_collision"] / t2[dataset, "hgrec", "seconds_to_min_collision"]
+        assert round(ratio) == printed
+    with pytest.raises(ValueError, match="no transcribed values for paper 'nope'"):
+        paper_values("nope")
 
 
 def test_table2_layout_values_and_gains():
@@ -368,3 +391,39 @@ def test_token_colors_hue_by_first_shade_by_second():
     assert np.allclose(hls[[0, 1, 2], 0], hls[0, 0])  # one hue per first token
     assert abs(hls[0, 0] - hls[3, 0]) > 0.05  # different first token -> different hue
     assert hls[0, 1] < hls[1, 1] < hls[2, 1]  # second token -> lightness
+
+
+def test_codebook_strategies_are_cells_of_their_own_in_config_order(tmp_path):
+    from hrq.stages.common import metrics_frame
+    from hrq.stages.report import render_table
+
+    paths = []
+    # Config order: uniform 16, then the per-level strategy [8, 16]; an old cell file with an
+    # integer s (written before strategies existed) reads as the same label.
+    for i, (method, s, value) in enumerate([("rqvae", 16, 0.10), ("hgrec", 16, 0.12),
+                                            ("rqvae", [8, 16], 0.11), ("hgrec", [8, 16], 0.13)]):
+        seeds = pd.concat([metrics_frame(seed, {"ndcg@10": value + 0.01 * seed}) for seed in (0, 1)])
+        cell = aggregate_seeds(seeds, {"table": "table2", "dataset": "amazon_beauty", "method": method,
+                                       "k": 2, "s": s, "h": 8})
+        assert cell["s"].tolist() == [str(s) if isinstance(s, int) else "8-16"]
+        if i == 0:
+            cell["s"] = pd.array([16], dtype="Int64")
+        paths.append(tmp_path / f"{i}.parquet")
+        cell.to_parquet(paths[-1])
+    baseline = tmp_path / "amazon_beauty.parquet"
+    metrics_frame(0, {"ndcg@10": 0.05}).assign(method="most_popular").to_parquet(baseline)
+    out = {ext: str(tmp_path / f"strategies.{ext}") for ext in ("md", "csv", "parquet")}
+    render_table({"cells": [str(p) for p in paths], "baselines": [str(baseline)]}, out, {
+        "metrics": ["ndcg@10"], "index": ["dataset", "k", "h", "s", "metric"],
+        "methods": ["most_popular", "rqvae", "hgrec"], "compare": ["rqvae", "hgrec"],
+        "paper_table": 3, "paper": "hgrec", "title": "t"})
+    table = pd.read_parquet(out["parquet"])
+    assert table["s"].drop_duplicates().tolist() == ["16", "8-16"]
+    assert table[table["method"] == "hgrec"]["mean"].tolist() == pytest.approx([0.125, 0.135])
+    # HG-Rec publishes no k=2 strategies: no paper value, and none is borrowed from another s.
+    assert table["paper"].isna().all()
+    from pathlib import Path
+
+    md = Path(out["md"]).read_text().splitlines()
+    rows = [line for line in md if line.startswith("| amazon_beauty")]
+    assert [r.split(" | ")[3] for r in rows] == ["16", "8-16"]

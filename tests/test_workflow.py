@@ -45,7 +45,8 @@ SMOKE = {
                 "datasets": ["movielens_generated"],
                 "descriptions": {"backend": "template"},
                 "embedding": {"backend": "sentence-transformers", "model": "<tiny_model>", "batch_size": 16},
-                "grid": {"k": [2], "s": [8], "h": [4]},
+                # A codebook strategy (per-level sizes, HG-Rec §3.2) as the grid's s: paths k2_s4-8_h4.
+                "grid": {"k": [2], "s": [[4, 8]], "h": [4]},
                 "tokenizer": {"hidden_dims": [16], "epochs": 3, "batch_size": 32, "lr": [0.003, 0.001]},
                 "seq2seq": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_heads": 2, "d_kv": 8,
                             "epochs": 2, "batch_size": 64, "lr": 0.003, "eval_every": 1},
@@ -54,7 +55,7 @@ SMOKE = {
         }
     },
 }
-TABLES = ["table1", "table2", "table3", "table4", "tokenizers_hierarchy", "tokenizers_recommendation"]
+TABLES = ["table1", "table2", "table3", "table4", "training_time", "tokenizers_hierarchy", "tokenizers_recommendation"]
 
 
 def snakemake(workdir, *args, check=True, timeout=900, **popen):
@@ -117,8 +118,8 @@ def test_all_tables_and_figures_are_built(run):
     assert not [p for p in out.rglob(".*tmp*")]
     # one log per job: 2 data + 1 descriptions + 1 embedding + 2x2 hierarchy tokenizers
     # + 4 seq2seq + (2+2+1 lrs)x2 item tokenizers + 10 recommenders + 5 cells + 2 baselines
-    # + 6 tables + 2 figures
-    assert len(list((out / "logs").rglob("*.log"))) == 47
+    # + 7 tables + 2 figures
+    assert len(list((out / "logs").rglob("*.log"))) == 48
     texts = pd.read_parquet(out / "text/movielens_generated/descriptions.parquet")
     assert (texts["source"] == "template").all() and texts["text"].str.contains(" film").all()
     t2_md = (out / "tables" / "table2.md").read_text()
@@ -128,19 +129,47 @@ def test_all_tables_and_figures_are_built(run):
 def test_table2_cells_keep_the_lr_best_on_validation(run):
     workdir, _ = run
     out = workdir / "results" / "smoke"
-    cell = pd.read_parquet(out / "cells/table2/movielens_generated/hrqvae/k2_s8_h4.parquet").set_index("metric")
+    cell = pd.read_parquet(out / "cells/table2/movielens_generated/hrqvae/k2_s4-8_h4.parquet").set_index("metric")
     means = {}
     for lr in ("0.003", "0.001"):
-        seeds = [pd.read_parquet(out / f"downstream/movielens_generated/hrqvae/k2_s8_h4/lr{lr}/seed{s}/metrics.parquet")
+        seeds = [pd.read_parquet(out / f"downstream/movielens_generated/hrqvae/k2_s4-8_h4/lr{lr}/seed{s}/metrics.parquet")
                  .set_index("metric")["value"] for s in (0, 1)]
         means[lr] = sum(float(v["valid/ndcg@10"]) for v in seeds) / 2
         assert cell.loc[f"selection/valid/ndcg@10/lr={lr}", "mean"] == pytest.approx(means[lr])
     chosen = max(means, key=means.get)  # the first lr wins a tie, as in the cell
     assert cell.loc["selection/lr", "mean"] == pytest.approx(float(chosen))
-    best = [pd.read_parquet(out / f"downstream/movielens_generated/hrqvae/k2_s8_h4/lr{chosen}/seed{s}/metrics.parquet")
+    best = [pd.read_parquet(out / f"downstream/movielens_generated/hrqvae/k2_s4-8_h4/lr{chosen}/seed{s}/metrics.parquet")
             .set_index("metric")["value"] for s in (0, 1)]
     assert cell.loc["recall@10", "mean"] == pytest.approx(sum(float(v["recall@10"]) for v in best) / 2)
     assert all(1 <= float(v["best_epoch"]) <= 2 for v in best)
+
+
+def test_a_codebook_strategy_runs_as_its_grid_point_and_feeds_the_hgrec_tables(run):
+    workdir, _ = run
+    out = workdir / "results" / "smoke"
+    # Per-level sizes [4, 8] reach every tokenizer, the Random baseline included.
+    for method in ("random", "rqvae", "hrqvae"):
+        tokens = pd.read_parquet(out / f"tokens/movielens_generated/{method}/k2_s4-8_h4/lr0.003/seed0/tokens.parquet")
+        codes = pd.DataFrame(tokens["codes"].tolist())
+        assert codes[0].max() < 4 and codes[1].max() < 8 and codes[1].max() >= 4, method
+    cell = pd.read_parquet(out / "cells/table2/movielens_generated/rqvae/k2_s4-8_h4.parquet")
+    assert set(cell["s"]) == {"4-8"} and set(cell["k"]) == {2}
+    # HG-Rec Table 2: epochs and seconds to the lowest collision rate, per VAE tokenizer.
+    cost = pd.read_parquet(out / "tables/training_time.parquet")
+    assert set(cost["method"]) == {"rqvae", "hrqvae"}
+    cost = cost.set_index(["method", "metric"])["mean"]
+    for method in ("rqvae", "hrqvae"):
+        assert 1 <= cost[method, "epochs_to_min_collision"] <= 3  # tokenizer epochs: 3
+        assert 0 < cost[method, "seconds_to_min_collision"] <= 3 * cost[method, "epoch_seconds"] * 1.0001
+        assert cost[method, "seconds_to_min_collision"] < cost[method, "train_seconds"]
+    # HG-Rec Table 3 (a view of Table 2's cells): one row per codebook strategy, built on request.
+    snakemake(workdir, "results/smoke/tables/codebook_strategies.md", "--cores", "1")
+    strategies = pd.read_parquet(out / "tables/codebook_strategies.parquet")
+    t2 = pd.read_parquet(out / "tables/table2.parquet")
+    t2 = t2[t2["metric"] == "ndcg@10"]  # the models and the Most popular baseline
+    assert set(strategies["s"]) == {"4-8"} and set(strategies["metric"]) == {"ndcg@10"}
+    assert strategies.set_index("method")["mean"].to_dict() == t2.set_index("method")["mean"].to_dict()
+    assert "| movielens_generated | 2 | 4 | 4-8 | ndcg@10 |" in (out / "tables/codebook_strategies.md").read_text()
 
 
 def test_cells_aggregate_their_seed_files(run):
@@ -189,7 +218,7 @@ def test_nothing_to_do_after_a_complete_run(run):
 
 def test_one_cell_rebuilds_by_its_path(run):
     workdir, _ = run
-    rel = "results/smoke/cells/table2/movielens_generated/hrqvae/k2_s8_h4.parquet"
+    rel = "results/smoke/cells/table2/movielens_generated/hrqvae/k2_s4-8_h4.parquet"
     cell = workdir / rel
     before = pd.read_parquet(cell)
     cell.unlink()
@@ -219,7 +248,7 @@ def _job_pids(marker):
 
 def test_a_killed_job_leaves_no_output_and_a_rerun_completes(run):
     workdir, _ = run
-    rel = "results/smoke/downstream/movielens_generated/rqvae/k2_s8_h4/lr0.003/seed1/metrics.parquet"
+    rel = "results/smoke/downstream/movielens_generated/rqvae/k2_s4-8_h4/lr0.003/seed1/metrics.parquet"
     target = workdir / rel
     target.unlink()
     proc = snakemake(workdir, rel, "--cores", "1", "--retries", "0", start_new_session=True)

@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from hrq.manifold import BALL_EPS
 from hrq.seq2seq.metrics import ndcg_at, rank_of, recall_at
 
 __all__ = ["boundary_pinning", "embedding_oracle", "frequency_baseline", "most_frequent", "most_popular",
@@ -103,8 +104,15 @@ def most_popular(train_items: torch.Tensor, targets: torch.Tensor, ks=(5, 10), p
                               prefix=prefix)
 
 
-def boundary_pinning(points: torch.Tensor, curvature: float = 1.0, eps: float = 1e-3) -> dict[str, float]:
+def boundary_pinning(points: torch.Tensor, curvature: float = 1.0, eps: float | None = None) -> dict[str, float]:
     """``boundary_share``: share of points of the ball with ``1 − √c‖x‖ < eps``;
-    ``max_norm_ratio``: the largest ``√c‖x‖`` (1 is the boundary)."""
+    ``max_norm_ratio``: the largest ``√c‖x‖`` (1 is the boundary).
+
+    ``eps`` defaults to 1.5 × geoopt's projection margin for the points' dtype (4e-3 in float32,
+    1e-5 in float64): the projection keeps every point that far from the boundary, so points
+    pushed past it all sit at that radius (a smaller ``eps`` would never count a float32 point),
+    where distinct directions are all that is left to tell them apart."""
+    if eps is None:
+        eps = 1.5 * BALL_EPS.get(points.dtype, BALL_EPS[torch.float32])
     scaled = points.detach().double().norm(dim=-1) * curvature ** 0.5
     return {"boundary_share": float((1 - scaled < eps).double().mean()), "max_norm_ratio": float(scaled.max())}

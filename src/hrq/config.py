@@ -20,6 +20,8 @@ from typing import Any, Mapping
 import jsonschema
 import yaml
 
+from hrq.grid import codebook_label
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG_PATH = REPO_ROOT / "config.yaml"
@@ -73,10 +75,15 @@ def _check_references(config: Mapping[str, Any]) -> None:
             if name not in section["methods"]:
                 problems.append(f"  {task}.compare[{i}]: method {name!r} is not one of "
                                 f"{task}.methods {sorted(section['methods'])}")
-        for name, method in section["methods"].items():
-            sizes = (method or {}).get("codebook_sizes")
-            if sizes and set(section["grid"]["k"]) != {len(sizes)}:
-                problems.append(f"  {task}.methods.{name}.codebook_sizes: {len(sizes)} levels, but "
+        labels = {}
+        for i, sizes in enumerate(section["grid"]["s"]):
+            label = codebook_label(sizes)
+            if label in labels:
+                problems.append(f"  {task}.grid.s[{i}]: {sizes} is the same codebook strategy as "
+                                f"{task}.grid.s[{labels[label]}]")
+            labels.setdefault(label, i)
+            if isinstance(sizes, list) and set(section["grid"]["k"]) != {len(sizes)}:
+                problems.append(f"  {task}.grid.s[{i}]: {sizes} has {len(sizes)} levels, but "
                                 f"{task}.grid.k is {section['grid']['k']}")
     fig1 = config["hierarchy"]["figure1"]
     for key in ("k", "s"):

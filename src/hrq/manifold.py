@@ -19,14 +19,14 @@ def poincare_ball(curvature: float) -> geoopt.PoincareBall:
 
 
 # geoopt's projection margin per dtype (geoopt.manifolds.stereographic.math._project).
-_BALL_EPS = {torch.float32: 4e-3, torch.float64: 1e-5}
+BALL_EPS = {torch.float32: 4e-3, torch.float64: 1e-5}
 
 
 def _projection_scale(x: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Row norms ``[N, 1]`` of ``x`` and the factor ``min(1, max_norm / ||x||)`` that moves rows
     beyond geoopt's radius ``(1 - eps)/sqrt(c)`` onto it."""
     norm = x.norm(dim=-1, keepdim=True).clamp_min(1e-15)
-    max_norm = (1 - _BALL_EPS.get(x.dtype, 4e-3)) / c**0.5
+    max_norm = (1 - BALL_EPS.get(x.dtype, 4e-3)) / c**0.5
     return norm, (max_norm / norm).clamp_max(1.0)
 
 

@@ -8,6 +8,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from hrq.config import ConfigError, resolve_config, uses_gpu
+from hrq.grid import codebook_label
 
 try:
     # --configfile/--config values win over the preset (e.g. `--config device=cuda`).
@@ -36,7 +37,7 @@ def _alternatives(names):
 
 wildcard_constraints:
     k=r"\d+",
-    s=r"\d+",
+    s=r"\d+(?:-\d+)*",  # a codebook strategy label: 64, or 32-64-128 (hrq.grid.codebook_label)
     h=r"\d+",
     seed=r"\d+",
     lr=r"[0-9][0-9.e+-]*",
@@ -70,13 +71,14 @@ def stage_params(make):
 
 
 def grid_cells(section):
-    """Every (method, k, s, h) of a task section, in config order."""
-    return [(m, k, s, h) for m in section["methods"] for k in section["grid"]["k"]
+    """Every (method, k, s, h) of a task section, in config order; ``s`` is the codebook
+    strategy's label (``64``, or ``32-64-128`` for per-level sizes)."""
+    return [(m, k, codebook_label(s), h) for m in section["methods"] for k in section["grid"]["k"]
             for s in section["grid"]["s"] for h in section["grid"]["h"]]
 
 
 def cell_of(w):
-    return {"dataset": w.dataset, "method": w.method, "k": int(w.k), "s": int(w.s), "h": int(w.h)}
+    return {"dataset": w.dataset, "method": w.method, "k": int(w.k), "s": w.s, "h": int(w.h)}
 
 
 def tracking(table, w, job_key=None, run_name=None):

@@ -114,6 +114,37 @@ TABLES = {
         percent=False, digits=4,
         title="Table 4: norms of the quantized latents (RQ-VAE: ||x_s||, HRQ-VAE: ||log0(x_s)||)",
         footnotes=["norm_cv = std / mean of the norms over all items (the paper's coefficient of variation)."]),
+    # HG-Rec's Table 2: what reaching the lowest collision rate costs each VAE tokenizer.
+    "training_time": dict(
+        cells="table2", prefix="tokenizer/",
+        metrics=["epoch_seconds", "epochs_to_min_collision", "seconds_to_min_collision", "min_collision_rate",
+                 "train_seconds"],
+        index=["dataset", "k", "s", "h", "metric"], methods=VAE_METHODS, compare=REC["compare"],
+        percent=False, digits=3, paper_table=2, paper="hgrec",
+        title="Tokenizer training cost (HG-Rec Table 2): epochs and seconds to the lowest collision rate",
+        footnotes=["epoch_seconds: mean wall time of an epoch's training pass; epochs_to_min_collision: "
+                   "the first epoch reaching the lowest whole-multitoken collision rate (before the extra "
+                   "token) seen during training (HG-Rec's \"best epoch\"); seconds_to_min_collision: the "
+                   "training passes of those epochs (HG-Rec's \"total\"); train_seconds: the whole "
+                   f"tokenizer job ({REC['tokenizer']['epochs']} epochs, per-epoch evaluation included).",
+                   "paper: HG-Rec's Table 2 (codebook [256, 256, 256], one RTX 8000 GPU; RQ-VAE = its "
+                   "vanilla RQ-VAE, hgrec = its hyperbolic RQ-VAE). Times depend on the device and its "
+                   "load: compare methods within one run, and the paper's epochs rather than its seconds."]),
+    # HG-Rec's Table 3: downstream quality per codebook strategy (the grid's s: uniform sizes
+    # such as 64, or per-level sizes such as 32-64-128), one row per strategy.
+    "codebook_strategies": dict(
+        cells="table2", baselines=baseline_files("table2"), metrics=["ndcg@10"],
+        index=["dataset", "k", "h", "s", "metric"], methods=["most_popular", *REC["methods"]],
+        compare=REC["compare"], paper_table=3, paper="hgrec",
+        title="Codebook strategies (HG-Rec Table 3): NDCG@10 per codebook size of each level",
+        footnotes=["s: codewords per level; 64 is [64, 64, 64] (HG-Rec's traditional strategy), "
+                   "32-64-128 gives the levels 32, 64 and 128 codewords (its differential-length "
+                   "strategy, §3.2). Rows follow recommendation.grid.s.",
+                   "The same cells as Table 2 (a view): the same seeds, tokenizer lr selection and "
+                   "recommender.",
+                   "paper: HG-Rec's Table 3 (Beauty, Instruments, Yelp): RQ-VAE rows are its TIGER "
+                   "(uniform s) and w/o H (per-level s) variants, hgrec rows its w/o D variants and, at "
+                   "64-128-256, HG-Rec itself."]),
     "tokenizers_hierarchy": dict(
         cells="table1", prefix="tokenizer/", metrics=[],
         index=["dataset", "k", "s", "h", "metric"], methods=list(HIER["methods"]), compare=HIER["compare"],
@@ -217,7 +248,9 @@ rule figure4:
 
 def all_table_outputs():
     out = []
-    names = [n for n, spec in TABLES.items() if CELL_TABLES[spec["cells"]]["datasets"]]
+    # The codebook-strategy view only when the grid has several (else it repeats Table 2's NDCG@10).
+    names = [n for n, spec in TABLES.items() if CELL_TABLES[spec["cells"]]["datasets"] and spec["methods"]
+             and (n != "codebook_strategies" or len(REC["grid"]["s"]) > 1)]
     names += ["table3"] if REC["datasets"] else []
     for name in names:
         out += [f"{R}/tables/{name}.{ext}" for ext in ("md", "csv", "parquet")]

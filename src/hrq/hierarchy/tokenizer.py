@@ -13,6 +13,9 @@ device for a whole batch at once; membership is one ``searchsorted`` on sorted p
 
 from __future__ import annotations
 
+import math
+import time
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from hrq.manifold import poincare_ball
+from hrq.manifold import BALL_EPS, poincare_ball
 from hrq.quantize import ResidualQuantizer, append_dedup_token
 from hrq.quantize.distance import nearest_scores
 
@@ -39,7 +42,12 @@ class HierarchyTokenizer(nn.Module):
         quantizer: any quantizer of :func:`hrq.quantize.build_quantizer` instead (``levels``,
             ``codebook_size``, ``geometry``, ``residual``, ``loss_distance`` and ``commitment``
             are then its own; the embedding lives where its inputs do, on the ball of
-            ``curvature`` for a Poincaré quantizer).
+            ``curvature`` for a Poincaré quantizer). For a quantizer of tangent vectors with a
+            ``tangent_ball`` (HG-Rec) the embedding is a tangent vector and every distance of
+            this model (relation loss, rankings) is that ball's after ``exp0``, the geometry the
+            quantizer compares codewords in: with Euclidean relation distances the two losses
+            pull the embedding to different scales (on the demo taxonomy HG-Rec's codes then
+            collided for 88% of nodes, mean rank 109 against 13 for RQ).
         init_scale: std of the initial embeddings (mapped with exp0 on the ball).
     """
 
@@ -61,12 +69,34 @@ class HierarchyTokenizer(nn.Module):
         self.geometry = quantizer.geometry
         self.curvature = float(curvature)
         init = torch.randn(n_nodes, dim) * init_scale
+        self.tangent_ball = quantizer.tangent_ball if self.geometry == "euclidean" else None
+        if self.tangent_ball is not None:
+            self.curvature = float(self.tangent_ball.c)
         if self.geometry == "poincare":
             self.ball = poincare_ball(curvature)
             self.embedding = geoopt.ManifoldParameter(self.ball.expmap0(init), manifold=self.ball)
         else:
             self.ball = None
             self.embedding = nn.Parameter(init)
+
+    @torch.no_grad()
+    def project_(self, nodes: torch.Tensor) -> None:
+        """Keep the tangent embeddings (HG-Rec) of ``nodes`` where ``exp0`` still separates
+        them: within the norm whose image is geoopt's projection radius (≈3.1 in float32 at
+        c = 1). Beyond it every vector maps to that radius, gets no radial gradient from either
+        loss and never comes back (on the demo taxonomy embeddings drifted to norm 28). This is
+        geoopt's projection of ball points, in tangent coordinates; a no-op for other
+        embeddings (points of the ball are projected by geoopt itself)."""
+        if self.tangent_ball is None:
+            return
+        max_norm = math.atanh(1 - BALL_EPS.get(self.embedding.dtype, 4e-3)) / self.curvature**0.5
+        rows = self.embedding[nodes]
+        self.embedding[nodes] = rows * (max_norm / rows.norm(dim=-1, keepdim=True).clamp_min(max_norm))
+
+    def on_ball(self, x: torch.Tensor) -> torch.Tensor:
+        """Embeddings as points where distances are measured: ``exp0`` of tangent embeddings
+        (HG-Rec), else unchanged."""
+        return self.tangent_ball.expmap0(x) if self.tangent_ball is not None else x
 
     def rows(self, nodes: torch.Tensor) -> torch.Tensor:
         """Embeddings of ``nodes [...]`` -> ``[..., dim]`` with a *sparse* gradient, so an
@@ -78,13 +108,16 @@ class HierarchyTokenizer(nn.Module):
         """Distance in the embedding's geometry, broadcasting over leading dims."""
         if self.ball is not None:
             return self.ball.dist(a, b)
+        if self.tangent_ball is not None:
+            return self.tangent_ball.dist(self.on_ball(a), self.on_ball(b))
         return (a - b).pow(2).sum(-1).clamp_min(1e-15).sqrt()
 
     def ranking_scores(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``[A, B]`` scores of points ``a [A, h]`` against ``b [B, h]`` ordered as their distances
         within each row, by one GEMM (:func:`hrq.quantize.distance.nearest_scores`): the
         broadcast distance needs ``A·B·h`` floats, ~10 GB for 1024 nouns against all of WordNet."""
-        return nearest_scores(a, b, self.curvature if self.ball is not None else None)
+        hyperbolic = self.ball is not None or self.tangent_ball is not None
+        return nearest_scores(self.on_ball(a), self.on_ball(b), self.curvature if hyperbolic else None)
 
     def relation_loss(self, child: torch.Tensor, parent: torch.Tensor, negatives: torch.Tensor,
                       valid: torch.Tensor) -> torch.Tensor:
@@ -170,8 +203,8 @@ def train_hierarchy_tokenizer(
     Args:
         relations: ``LongTensor [E, 2]`` train (hyponym, hypernym) pairs on the model's device.
     Returns:
-        one dict per epoch: ``train/loss``, ``train/relation_loss``, ``train/quantizer_loss``
-        and the codebook diagnostics of all nodes (``usage/l*``, ``perplexity/l*``,
+        one dict per epoch: ``train/loss``, ``train/relation_loss``, ``train/quantizer_loss``,
+        ``train/epoch_seconds`` (the training pass, diagnostics excluded) and the codebook diagnostics of all nodes (``usage/l*``, ``perplexity/l*``,
         ``collision_rate``, ...).
     """
     device = model.embedding.device
@@ -198,6 +231,7 @@ def train_hierarchy_tokenizer(
         model.train()
         total = rel_total = q_total = 0.0
         count = 0
+        start_time = time.perf_counter()
         for child, parent, neg, valid in sampler.batches(batch_size):
             rel = model.relation_loss(child, parent, neg, valid)
             q = model.quantizer_loss(torch.cat([child, parent]))
@@ -211,13 +245,15 @@ def train_hierarchy_tokenizer(
             loss.backward()
             for opt in optimizers:
                 opt.step()
+            model.project_(torch.cat([child, parent, neg.flatten()]))
             n = child.numel()
             total += float(loss.detach()) * n
             rel_total += float(rel.detach()) * n
             q_total += float(q.detach()) * n
             count += n
+        seconds = time.perf_counter() - start_time  # the float() reads above synchronise
         metrics = {"train/loss": total / count, "train/relation_loss": rel_total / count,
-                   "train/quantizer_loss": q_total / count}
+                   "train/quantizer_loss": q_total / count, "train/epoch_seconds": seconds}
         metrics.update(model.quantizer.code_stats(model.codes()).as_dict())
         history.append(metrics)
         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")

@@ -4,7 +4,8 @@ the related quantizers (HG-Rec, HyperVQ, RSQ-VAE; :func:`hrq.quantize.build_quan
 HRQ-VAE: ``x ∈ R^d -> exp0 -> hyperbolic encoder -> HRQ -> hyperbolic decoder -> log0 -> x̂``.
 RQ-VAE is the same network with Euclidean layers and Euclidean RQ. Loss:
 ``||x - x̂||^2 + L_RQ`` (per point, averaged over the batch), or with
-``reconstruction="hyperbolic"`` HG-Rec's ``d_B(exp0 x, exp0 x̂)^2 + L_RQ`` (eq. 8).
+``reconstruction="hyperbolic"`` HG-Rec's ``d_B(exp0 x, exp0 x̂)^2 + L_RQ`` (eq. 8), or with
+``reconstruction="gaussian"`` HQ-VAE's Gaussian decoder term at its maximum-likelihood variance.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hrq.nn import mlp
 from hrq.quantize import ResidualQuantizer, level_sizes
 from hrq.quantize.residual import Geometry, ResidualRule
 
-Reconstruction = Literal["mse", "hyperbolic"]
+Reconstruction = Literal["mse", "hyperbolic", "gaussian"]
 
 _QUANTIZER_INTERFACE = ("levels", "codebook_sizes", "dim", "geometry", "encode", "decode", "code_stats")
 
@@ -37,7 +38,8 @@ class VAEOutput:
             HRQ-VAE).
         loss: ``reconstruction_loss + quantizer_loss``.
         reconstruction_loss: mean over points of ``||x - x̂||^2`` (``reconstruction="mse"``) or
-            of ``d_B(exp0 x, exp0 x̂)^2`` (``"hyperbolic"``).
+            of ``d_B(exp0 x, exp0 x̂)^2`` (``"hyperbolic"``); ``D/2 log`` of the former
+            (``"gaussian"``).
         quantizer_loss: the quantizer's own loss (codebook + commitment for RQ/HRQ/HG-Rec, zero
             for HyperVQ, RSQ's part of eq. 14).
     """
@@ -77,7 +79,12 @@ class ResidualQuantizedVAE(nn.Module):
             ``quantizer_options`` then belong to the quantizer and must not be given.
         reconstruction: ``"mse"``: ``||x - x̂||^2``; ``"hyperbolic"``: HG-Rec's eq. 8
             ``L_recon = d_B(exp0 x, exp0 x̂)^2``, the squared geodesic distance on the ball of
-            curvature ``c`` between the input and the output mapped by ``exp0`` (any geometry).
+            curvature ``c`` between the input and the output mapped by ``exp0`` (any geometry);
+            ``"gaussian"``: the Gaussian decoder term ``D/2 log σ^2 + ||x - x̂||^2 / (2σ^2)`` of
+            SQ-VAE / HQ-VAE (eq. 14) with ``σ^2`` at its maximum-likelihood value for the batch,
+            which leaves ``D/2 log(mean_batch ||x - x̂||^2)`` up to a constant (Takida et al.'s
+            code; Lin et al. 2021's AR-ELBO). Its gradient grows as the error shrinks, the
+            "self-annealing" that keeps RSQ's posteriors from going uniform.
         **quantizer_options: further :class:`ResidualQuantizer` options
             (``kmeans_init``, ``dead_code_threshold``, ``loss_distance`` ...).
 
@@ -87,11 +94,10 @@ class ResidualQuantizedVAE(nn.Module):
       ``reconstruction="hyperbolic"`` (``L_recon``).
     * HyperVQ: the quantizer has no loss; the reconstruction term trains everything.
     * RSQ-VAE (HQ-VAE eq. 14): ``J = D/2 log σ^2 + ||x - x̂||^2 / (2σ^2) + ||Ẑ - ΣZ_l||^2 /
-      (2Σ s_l^2) - Σ H(P̂_l)``. :class:`~hrq.quantize.RSQQuantizer`'s loss is the last two terms;
-      ``reconstruction="mse"`` is the decoder term with the variance *fixed* at ``σ^2 = 1/2``
-      (the constant ``D/2 log σ^2`` dropped). The paper instead updates ``σ^2`` to its
-      maximum-likelihood value; this VAE keeps the fixed variance, which weighs the
-      reconstruction against the quantizer term by a constant rather than adaptively.
+      (2Σ s_l^2) - Σ H(P̂_l)``. :class:`~hrq.quantize.RSQQuantizer`'s loss is the last two terms
+      and ``reconstruction="gaussian"`` the first two, ``σ^2`` at its maximum-likelihood value
+      as the paper does. (``"mse"`` would fix ``σ^2 = 1/2``: the entropy term then wins, ``s_l^2``
+      grows, the posteriors go uniform and every codebook collapses onto one codeword.)
     """
 
     def __init__(
@@ -111,8 +117,8 @@ class ResidualQuantizedVAE(nn.Module):
         **quantizer_options,
     ) -> None:
         super().__init__()
-        if reconstruction not in ("mse", "hyperbolic"):
-            raise ValueError(f"reconstruction must be 'mse' or 'hyperbolic', got {reconstruction!r}")
+        if reconstruction not in ("mse", "hyperbolic", "gaussian"):
+            raise ValueError(f"reconstruction must be 'mse', 'hyperbolic' or 'gaussian', got {reconstruction!r}")
         if quantizer is None:
             geometry = geometry or "euclidean"
             curvature = 1.0 if curvature is None else curvature
@@ -194,8 +200,9 @@ class ResidualQuantizedVAE(nn.Module):
         return self.ball.logmap0(out) if self.ball is not None else out
 
     def reconstruction_error(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-        """Per-point reconstruction error ``[N]``: ``||x - x̂||^2`` or ``d_B(exp0 x, exp0 x̂)^2``."""
-        if self.reconstruction == "mse":
+        """Per-point reconstruction error ``[N]``: ``||x - x̂||^2`` (``mse``, ``gaussian``) or
+        ``d_B(exp0 x, exp0 x̂)^2`` (``hyperbolic``)."""
+        if self.reconstruction != "hyperbolic":
             return (x - recon).pow(2).sum(-1)
         ball = self.ball if self.ball is not None else self.reconstruction_ball
         # expmap0 projects onto geoopt's float32 radius, so dist (an artanh) stays finite
@@ -206,6 +213,10 @@ class ResidualQuantizedVAE(nn.Module):
         q = self.quantizer(latent)
         recon = self.from_latent(q.quantized)
         recon_loss = self.reconstruction_error(x, recon).mean()
+        if self.reconstruction == "gaussian":
+            # σ^2 = recon_loss / D maximises the likelihood; D/2 log(D) is dropped. The clamp only
+            # guards an exact reconstruction (log 0).
+            recon_loss = x.shape[-1] / 2 * recon_loss.clamp_min(torch.finfo(recon_loss.dtype).tiny).log()
         return VAEOutput(recon, q.codes, latent, recon_loss + q.loss, recon_loss, q.loss)
 
     @torch.no_grad()

@@ -14,7 +14,8 @@ from hrq.models.rqvae import ResidualQuantizedVAE, riemannian_optimizer
 
 @torch.no_grad()
 def evaluate_vae(model: ResidualQuantizedVAE, data: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
-    """Reconstruction error and codebook diagnostics of ``data [N, d]`` in eval mode.
+    """Reconstruction error (the mean per-point :meth:`~ResidualQuantizedVAE.reconstruction_error`)
+    and codebook diagnostics of ``data [N, d]`` in eval mode.
 
     The codebook diagnostics are those of :meth:`~hrq.quantize.QuantizerBase.code_stats` over
     all ``N`` items at once, including ``collision_rate`` (share of items whose whole multitoken
@@ -25,8 +26,10 @@ def evaluate_vae(model: ResidualQuantizedVAE, data: torch.Tensor, batch_size: in
     try:
         recon, codes = 0.0, []
         for start in range(0, data.shape[0], batch_size):
-            out = model(data[start : start + batch_size])
-            recon += float(out.reconstruction_loss) * out.codes.shape[0]
+            batch = data[start : start + batch_size]
+            out = model(batch)
+            # per-point errors, so that the metric is the same for every reconstruction loss
+            recon += float(model.reconstruction_error(batch, out.reconstruction).sum())
             codes.append(out.codes)
         stats = model.quantizer.code_stats(torch.cat(codes))
         return {"reconstruction_loss": recon / data.shape[0], **stats.as_dict()}

@@ -13,8 +13,10 @@ from hrq.quantize.base import (
     ExponentialTemperature,
     QuantizerBase,
     QuantizerOutput,
+    codebook_label,
     combine_codewords,
     level_sizes,
+    parse_codebook_label,
 )
 from hrq.quantize.distance import nearest, nearest_scores
 from hrq.quantize.factory import QUANTIZER_KINDS, build_quantizer, quantizer_option_names
@@ -39,6 +41,7 @@ __all__ = [
     "ResidualQuantizer",
     "append_dedup_token",
     "build_quantizer",
+    "codebook_label",
     "codebook_stats",
     "combine_codewords",
     "first_token_purity",
@@ -46,6 +49,7 @@ __all__ = [
     "level_sizes",
     "nearest",
     "nearest_scores",
+    "parse_codebook_label",
     "perplexity",
     "pyramid_codebook_sizes",
     "quantizer_option_names",

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hrq.grid import codebook_label, level_sizes, parse_codebook_label
 from hrq.manifold import mobius_add
 from hrq.quantize.metrics import CodebookStats, codebook_stats
 
@@ -28,8 +29,10 @@ __all__ = [
     "Geometry",
     "QuantizerBase",
     "QuantizerOutput",
+    "codebook_label",
     "combine_codewords",
     "level_sizes",
+    "parse_codebook_label",
 ]
 
 
@@ -50,21 +53,6 @@ class QuantizerOutput:
     quantized: torch.Tensor
     loss: torch.Tensor
     residuals: list[torch.Tensor]
-
-
-def level_sizes(levels: int, codebook_size: int | Sequence[int]) -> list[int]:
-    """Codewords per level: ``codebook_size`` repeated, or one positive int per level.
-
-    Differential-length codebooks (HG-Rec §3.2), e.g. ``[64, 128, 256]``, are the list form.
-    """
-    if levels < 1:
-        raise ValueError(f"levels must be >= 1, got {levels}")
-    sizes = [codebook_size] * levels if isinstance(codebook_size, int) else list(codebook_size)
-    if len(sizes) != levels or any(int(s) < 1 for s in sizes):
-        raise ValueError(
-            f"codebook_size must be a positive int or {levels} positive ints, got {codebook_size!r}"
-        )
-    return [int(s) for s in sizes]
 
 
 def combine_codewords(
@@ -98,6 +86,9 @@ class QuantizerBase(nn.Module):
         dim: dimension of the quantized vectors.
         geometry: where inputs and outputs live: ``"euclidean"`` (``R^dim``, Euclidean or
             tangent vectors) or ``"poincare"`` (points of the Poincaré ball).
+        tangent_ball: for Euclidean inputs that are tangent vectors at the ball's origin and
+            compared by that ball's distance after ``exp0`` (HG-Rec), the ball; else ``None``.
+            A model around the quantizer measures its own distances the same way.
 
     Subclasses implement ``forward(x) -> QuantizerOutput`` and either keep ``codebooks`` (an
     ``nn.ParameterList``) or override :meth:`codewords`; :meth:`decode` combines the looked-up
@@ -105,6 +96,10 @@ class QuantizerBase(nn.Module):
     """
 
     geometry: str = "euclidean"
+
+    @property
+    def tangent_ball(self):
+        return None  # a property, not a class attribute: nn.Module keeps submodules in _modules
 
     def __init__(self, levels: int, codebook_size: int | Sequence[int], dim: int) -> None:
         super().__init__()

@@ -75,6 +75,8 @@ class HGRecQuantizer(QuantizerBase):
     Attributes:
         levels, codebook_sizes, dim, curvature, commitment: as given.
         geometry: ``"euclidean"``: inputs and outputs are tangent vectors (``R^n``).
+        ball, tangent_ball: the Poincaré ball of ``curvature`` whose distance after ``exp0``
+            compares them.
         codebooks: per level a plain parameter ``[K_ℓ, dim]`` of tangent codewords ``e_{ℓ,i}``
             (the paper parameterises them in the tangent space for numerical stability).
     """
@@ -99,6 +101,10 @@ class HGRecQuantizer(QuantizerBase):
             nn.Parameter(torch.randn(size, dim) * init_scale) for size in self.codebook_sizes
         )
         self._setup_kmeans_init(kmeans_init, kmeans_iters)
+
+    @property
+    def tangent_ball(self):
+        return self.ball
 
     @torch.no_grad()
     def _init_level(self, level: int, r: torch.Tensor) -> None:

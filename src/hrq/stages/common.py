@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from hrq.device import pick_device
+from hrq.grid import level_sizes
 
 
 def seed_everything(seed: int) -> None:
@@ -36,13 +37,13 @@ def quantizer_kind(method: Mapping[str, Any]) -> str:
     return method.get("quantizer") or ("hrq" if method.get("geometry") == "poincare" else "rq")
 
 
-def build_method_quantizer(method: Mapping[str, Any], levels: int, codebook_size: int, dim: int,
-                           defaults: Mapping[str, Any]):
+def build_method_quantizer(method: Mapping[str, Any], levels: int, codebook_size: int | str | list[int],
+                           dim: int, defaults: Mapping[str, Any]):
     """The quantizer of a configured method (``hierarchy.methods.<name>`` or
     ``recommendation.methods.<name>``).
 
-    ``codebook_size`` is the grid's ``s``, unless the method fixes per-level sizes with
-    ``codebook_sizes`` (HG-Rec's differential-length codebooks, e.g. ``[64, 128, 256]``).
+    ``codebook_size`` is the grid's ``s``: an int, one int per level (HG-Rec's
+    differential-length codebooks, e.g. ``[64, 128, 256]``) or its label (``"64-128-256"``).
     Options: the method's geometry keys and its ``options`` mapping (passed as given: a key the
     kind does not take is an error), and the tokenizer-wide ``defaults`` (``commitment``,
     ``kmeans_init``), which only reach kinds that have them (RSQ has no commitment term).
@@ -54,11 +55,10 @@ def build_method_quantizer(method: Mapping[str, Any], levels: int, codebook_size
     options = {k: v for k, v in defaults.items() if k in accepted}
     options.update({k: method[k] for k in GEOMETRY_OPTIONS if k in method and kind != "rq"})
     options.update(method.get("options", {}))
-    sizes = method.get("codebook_sizes", codebook_size)
-    return build_quantizer(kind, levels, sizes, dim, **options)
+    return build_quantizer(kind, levels, level_sizes(levels, codebook_size), dim, **options)
 
 
-def build_vae(input_dim: int, latent_dim: int, levels: int, codebook_size: int,
+def build_vae(input_dim: int, latent_dim: int, levels: int, codebook_size: int | str | list[int],
               method: Mapping[str, Any], opts: Mapping[str, Any]):
     """An (H)RQ-VAE — or a VAE around any configured quantizer — for a configured method and
     ``recommendation.tokenizer`` options. Its geometry is the quantizer's (where its inputs and

@@ -22,7 +22,6 @@ import time
 from typing import Any, Mapping
 
 import numpy as np
-import pandas as pd
 import torch
 
 from hrq.baselines import nonfrequent_mask

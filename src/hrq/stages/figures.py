@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import pandas as pd
 import torch
 
-from hrq.io import read_parquet
 from hrq.models import train_vae
 from hrq.stages.common import build_vae, device_for, epoch_logger, job_run, seed_everything
 from hrq.stages.data import load_vectors
+from hrq.tables.aggregate import read_cells
 from hrq.tables.figures import TokenSpacePanel, plot_recall_vs_h, plot_token_space
 
 
 def figure_recall_vs_h(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Figure 1 for one dataset from its Table 1 cells at the configured (k, s)."""
-    cells = pd.concat([read_parquet(p) for p in inputs["cells"]], ignore_index=True)
+    cells = read_cells(inputs["cells"])
     plot_recall_vs_h(cells, k=params["k"], s=params["s"], methods=params["methods"],
                      dataset=params["dataset"], path=outputs["png"])
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from hrq.io import read_parquet, write_parquet, write_text
-from hrq.tables.aggregate import aggregate_seeds
+from hrq.tables.aggregate import aggregate_seeds, read_cells
 from hrq.tables.paper import lookup_paper
 
 
@@ -73,11 +73,13 @@ def aggregate_cell(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
 
 
 def select_metrics(cells: pd.DataFrame, metrics: list[str], prefix: str = "",
-                   paper_table: int | None = None) -> pd.DataFrame:
+                   paper_table: int | None = None, paper: str = "hrq") -> pd.DataFrame:
     """The rows of ``cells`` a table shows: metrics under ``prefix`` (the prefix stripped), all of
     them when ``metrics`` is empty, else those in ``metrics`` in that order (names may carry a
-    ``tokenizer/`` part, e.g. Table 1's embedding oracle). With ``paper_table`` the paper's value and Δ are looked up again in that table (Table 4 is a
-    view of Table 2's cells, so their paper columns come from Table 4, not Table 2)."""
+    ``tokenizer/`` part, e.g. Table 1's embedding oracle). With ``paper_table`` the published
+    value and Δ are looked up again in that table of ``paper`` (a key of
+    :data:`hrq.tables.paper.PAPERS`): Table 4 is a view of Table 2's cells, so its paper
+    columns come from the HRQ paper's Table 4; the HG-Rec views take HG-Rec's Tables 2 and 3."""
     if metrics:
         rows = cells[cells["metric"].isin([prefix + m for m in metrics])]
     else:
@@ -90,7 +92,8 @@ def select_metrics(cells: pd.DataFrame, metrics: list[str], prefix: str = "",
         rows = rows.assign(_order=rows["metric"].map(metrics.index)).sort_values("_order", kind="stable")
         rows = rows.drop(columns="_order")
     if paper_table is not None:
-        found = [lookup_paper(paper_table, r.dataset, r.method, r.metric, r.k, r.s, r.h) for r in rows.itertuples()]
+        found = [lookup_paper(paper_table, r.dataset, r.method, r.metric, r.k, r.s, r.h, paper=paper)
+                 for r in rows.itertuples()]
         rows = rows.assign(table=f"table{paper_table}",
                            paper_value=[f[0] if f else math.nan for f in found],
                            paper_std=[f[1] if f else math.nan for f in found])
@@ -116,23 +119,26 @@ def baseline_rows(cells: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
 
 def render_table(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Cells (and the datasets' baselines, ``inputs['baselines']``) -> ``<name>.md|csv|parquet``.
-    ``params``: ``{metrics, metric_labels, prefix, paper_table, index, methods, compare, percent,
-    digits, title, footnotes}`` (see :func:`select_metrics`)."""
+    ``params``: ``{metrics, metric_labels, prefix, paper_table, paper, index, methods, compare,
+    percent, digits, title, footnotes}`` (see :func:`select_metrics`)."""
     from hrq.tables.render import render_table as render, write_table
 
-    cells = pd.concat([read_parquet(p) for p in inputs["cells"]], ignore_index=True)
-    cells = select_metrics(cells, params.get("metrics", []), params.get("prefix", ""), params.get("paper_table"))
+    cells = read_cells(inputs["cells"])
+    cells = select_metrics(cells, params.get("metrics", []), params.get("prefix", ""), params.get("paper_table"),
+                           params.get("paper", "hrq"))
     if inputs.get("baselines"):
         baselines = pd.concat([read_parquet(p).assign(dataset=Path(p).stem) for p in inputs["baselines"]],
                               ignore_index=True)
-        cells = pd.concat([baseline_rows(cells, baselines), cells], ignore_index=True)
-        # Baseline rows come first only as data: order every row by its cell, then by metric.
+        # Baseline rows come first only as data: order every row by its grid point (dataset,
+        # k, s, h in the order the cells came, i.e. the config's), then by metric.
+        points = list(dict.fromkeys(cells[["dataset", "k", "s", "h"]].itertuples(index=False, name=None)))
+        position = {point: i for i, point in enumerate(points)}
         order = {m: i for i, m in enumerate(params.get("metrics") or [])}
-        datasets = {d: i for i, d in enumerate(pd.unique(cells["dataset"]))}
-        cells = (cells.assign(_dataset=cells["dataset"].map(datasets),
+        cells = pd.concat([baseline_rows(cells, baselines), cells], ignore_index=True)
+        cells = (cells.assign(_point=[position[p] for p in cells[["dataset", "k", "s", "h"]].itertuples(index=False, name=None)],
                               _metric=cells["metric"].map(lambda m: order.get(m, len(order))))
-                 .sort_values(["_dataset", "k", "s", "h", "_metric"], kind="stable")
-                 .drop(columns=["_dataset", "_metric"]))
+                 .sort_values(["_point", "_metric"], kind="stable")
+                 .drop(columns=["_point", "_metric"]))
     cells = cells.assign(metric=cells["metric"].map(lambda m: params.get("metric_labels", {}).get(m, m)))
     baseline, treatment = params.get("compare") or (None, None)
     footnotes = list(params.get("footnotes", ()))

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from hrq.baselines import boundary_pinning, embedding_oracle
+from hrq.grid import level_sizes
 from hrq.hierarchy import HierarchyTokenizer, ranking_metrics, train_hierarchy_tokenizer
 from hrq.io import read_parquet, write_parquet
 from hrq.models import evaluate_vae, train_vae
@@ -57,11 +58,15 @@ def _diagnostics(codes: torch.Tensor, sizes, groups: torch.Tensor | None) -> dic
 
 
 def _training_summary(history, collision_key: str, seconds: float) -> dict[str, float]:
-    """HG-Rec's training-cost view (its Table 2, Fig. 4/5): total and per-epoch seconds, the
-    lowest whole-multitoken collision rate during training and the epochs needed to reach it."""
+    """HG-Rec's training-cost view (its Table 2, Fig. 4/5): the lowest whole-multitoken collision
+    rate during training, the epochs needed to reach it and the training seconds they took
+    (HG-Rec's "Total": the sum of the epochs' training passes), the mean seconds of an epoch's
+    training pass, and the whole job's wall time (``train_seconds``, evaluation included)."""
     summary = collision_summary(history, key=collision_key)
     del summary["best_collision_epoch"]  # = epochs_to_min_collision - 1
-    return {**summary, "train_seconds": seconds, "epoch_seconds": seconds / max(len(history), 1)}
+    epoch_seconds = [h["train/epoch_seconds"] for h in history]
+    return {**summary, "train_seconds": seconds, "epoch_seconds": sum(epoch_seconds) / max(len(history), 1),
+            "seconds_to_min_collision": sum(epoch_seconds[:summary["epochs_to_min_collision"]])}
 
 
 def _usage_figure(codes: torch.Tensor, sizes, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
@@ -102,8 +107,8 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
         metrics.update(ranking_metrics(model, train, len(nodes)))
         # After training only: the test relations say what the embedding alone would score.
         metrics.update(embedding_oracle(model.embedding.detach(), model.ranking_scores, train, test))
-        if model.ball is not None:
-            metrics.update(boundary_pinning(model.embedding, model.quantizer.curvature))
+        if model.ball is not None or model.tangent_ball is not None:  # HG-Rec: exp0 of its tangent vectors
+            metrics.update(boundary_pinning(model.on_ball(model.embedding.detach()), model.curvature))
         metrics.update(_training_summary(history, "collision_rate", seconds))
         run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
         _usage_figure(codes, model.quantizer.codebook_sizes, params, outputs)
@@ -125,10 +130,11 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     if method["kind"] == "random":
         with job_run(params, hyper) as run:
             g = torch.Generator().manual_seed(seed)
-            tokens = random_codes(vectors.shape[0], s, k, generator=g)
-            metrics = _diagnostics(tokens[:, :k], [s] * k, groups)
+            sizes = level_sizes(k, s)
+            tokens = random_codes(vectors.shape[0], sizes, generator=g)
+            metrics = _diagnostics(tokens[:, :k], sizes, groups)
             run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
-            _usage_figure(tokens[:, :k], [s] * k, params, outputs)
+            _usage_figure(tokens[:, :k], sizes, params, outputs)
             _write_tokens(tokens, None, outputs["tokens"])
             write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
         return

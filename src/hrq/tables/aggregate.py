@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from hrq.grid import codebook_label
 from hrq.tables.paper import lookup_paper
 
-__all__ = ["CELL_COLUMNS", "KEY_COLUMNS", "aggregate_seeds", "welch", "compare"]
+__all__ = ["CELL_COLUMNS", "KEY_COLUMNS", "aggregate_seeds", "read_cells", "welch", "compare"]
 
 #: Key columns a cell may carry, in this order (whichever the ``keys`` dict has).
 KEY_COLUMNS = ("table", "dataset", "method", "k", "s", "h")
@@ -55,8 +56,9 @@ def aggregate_seeds(seed_metrics: pd.DataFrame, keys: Mapping[str, object]) -> p
     ``paper_value``/``paper_std`` from :func:`lookup_paper` (NaN when the paper has no such
     cell or ``keys`` has no ``table``), ``delta = mean - paper_value``.
 
-    Keys are put in :data:`KEY_COLUMNS` order first, any other key after them; ``k``/``s``/``h``
-    are nullable ``Int64`` (``None`` -> ``<NA>``). Metrics keep their order of first appearance.
+    Keys are put in :data:`KEY_COLUMNS` order first, any other key after them; ``k``/``h``
+    are nullable ``Int64`` (``None`` -> ``<NA>``) and ``s`` is the codebook strategy's label
+    (:func:`hrq.grid.codebook_label`: ``"256"``, or ``"32-64-128"`` for per-level sizes). Metrics keep their order of first appearance.
     A NaN per-seed value propagates into mean/std (it is not dropped); a duplicated
     ``(seed, metric)`` is an error.
     """
@@ -72,7 +74,8 @@ def aggregate_seeds(seed_metrics: pd.DataFrame, keys: Mapping[str, object]) -> p
             "duplicated (seed, metric) rows:\n" + str(seed_metrics.loc[dup, ["seed", "metric"]])
         )
     key_order = [c for c in KEY_COLUMNS if c in keys] + [c for c in keys if c not in KEY_COLUMNS]
-    grid = {c: (None if _is_missing(keys.get(c)) else int(keys[c])) for c in _GRID}
+    grid = {c: (None if _is_missing(keys.get(c)) else int(keys[c])) for c in ("k", "h")}
+    grid["s"] = None if _is_missing(keys.get("s")) else codebook_label(keys["s"])
 
     records = []
     for metric in pd.unique(seed_metrics["metric"]):
@@ -96,11 +99,23 @@ def aggregate_seeds(seed_metrics: pd.DataFrame, keys: Mapping[str, object]) -> p
     out = pd.DataFrame.from_records(records, columns=[*key_order, *CELL_COLUMNS])
     for c in _GRID:
         if c in out.columns:
-            out[c] = pd.array([grid[c]] * len(out), dtype="Int64")
+            out[c] = pd.array([grid[c]] * len(out), dtype="str" if c == "s" else "Int64")
     out["n"] = out["n"].astype("int64")
     for c in ("mean", "std", "paper_value", "paper_std", "delta"):
         out[c] = out[c].astype("float64")
     return out
+
+
+def read_cells(paths: Sequence[str]) -> pd.DataFrame:
+    """Cell files concatenated in the given order, ``s`` as codebook labels (cells written before
+    per-level codebook strategies existed stored ``s`` as an integer)."""
+    from hrq.io import read_parquet
+
+    cells = pd.concat([read_parquet(p) for p in paths], ignore_index=True)
+    if "s" in cells.columns:
+        cells["s"] = pd.array([None if _is_missing(v) else codebook_label(v if isinstance(v, str) else int(v))
+                               for v in cells["s"]], dtype="str")
+    return cells
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:

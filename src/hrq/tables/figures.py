@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
+from hrq.grid import codebook_label
 from hrq.io import atomic_output
 from hrq.tables.paper import lookup_paper
 
@@ -48,7 +49,7 @@ def _is_na(x) -> bool:
 
 
 def _recall_vs_h_figure(
-    cells: pd.DataFrame, *, k: int, s: int, metric: str, methods: Sequence[str],
+    cells: pd.DataFrame, *, k: int, s: int | str, metric: str, methods: Sequence[str],
     dataset: str | None = None,
 ) -> Figure:
     need = {"method", "k", "s", "h", "metric", "mean", "std"}
@@ -57,7 +58,7 @@ def _recall_vs_h_figure(
         raise ValueError(f"cells lacks columns {sorted(missing)}")
     sel = cells[
         (cells["k"] == k).fillna(False).astype(bool)
-        & (cells["s"] == s).fillna(False).astype(bool)
+        & (cells["s"].astype(str) == codebook_label(s)).fillna(False).astype(bool)
         & (cells["metric"] == metric)
         & cells["method"].isin(list(methods))
         & cells["h"].notna()

@@ -1,0 +1,59 @@
+"""The tokenizer grid's codebook axis ``s``: codewords per level and the labels of result paths.
+
+An ``s`` of the grid is either one int (every level has that many codewords) or one int per
+level, a *codebook strategy* such as HG-Rec's differential-length ``[32, 64, 128]`` (§3.2).
+Its label (:func:`codebook_label`) names it in result paths (``k3_s32-64-128_h32``) and in the
+``s`` column of cells and tables. Torch-free, so the workflow can import it at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+__all__ = ["codebook_label", "level_sizes", "parse_codebook_label"]
+
+
+def level_sizes(levels: int, codebook_size: int | str | Sequence[int]) -> list[int]:
+    """Codewords per level: ``codebook_size`` repeated, or one positive int per level.
+
+    Differential-length codebooks (HG-Rec §3.2), e.g. ``[64, 128, 256]``, are the list form;
+    a label (``"64"``, ``"32-64-128"``, see :func:`codebook_label`) is read as what it names.
+    """
+    if isinstance(codebook_size, str):
+        codebook_size = parse_codebook_label(codebook_size)
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    sizes = [codebook_size] * levels if isinstance(codebook_size, int) else list(codebook_size)
+    if len(sizes) != levels or any(int(s) < 1 for s in sizes):
+        raise ValueError(
+            f"codebook_size must be a positive int or {levels} positive ints, got {codebook_size!r}"
+        )
+    return [int(s) for s in sizes]
+
+
+def codebook_label(codebook_size: int | str | Sequence[int]) -> str:
+    """The grid label of a codebook strategy: ``64`` or ``[64, 64, 64]`` -> ``"64"``,
+    ``[32, 64, 128]`` -> ``"32-64-128"`` (HG-Rec's differential-length codebooks). A label is
+    returned unchanged (after checking it parses). This is the ``s`` of result paths and cells."""
+    if isinstance(codebook_size, str):
+        return codebook_label(parse_codebook_label(codebook_size))
+    if isinstance(codebook_size, int):
+        sizes = [codebook_size]
+    else:
+        sizes = [int(s) for s in codebook_size]
+    if not sizes or any(s < 1 for s in sizes):
+        raise ValueError(f"a codebook strategy is a positive int or a list of them, got {codebook_size!r}")
+    return str(sizes[0]) if len(set(sizes)) == 1 else "-".join(map(str, sizes))
+
+
+def parse_codebook_label(label: str | int | Sequence[int]) -> int | list[int]:
+    """Inverse of :func:`codebook_label`: ``"64"`` -> ``64``, ``"32-64-128"`` -> ``[32, 64, 128]``
+    (what :func:`level_sizes` takes). Ints and lists pass through."""
+    if isinstance(label, int):
+        return label
+    if not isinstance(label, str):
+        return [int(s) for s in label]
+    parts = label.split("-")
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"not a codebook strategy label (e.g. '64' or '32-64-128'): {label!r}")
+    return int(parts[0]) if len(parts) == 1 else [int(p) for p in parts]
