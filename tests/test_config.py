@@ -99,3 +99,21 @@ def test_codebook_strategies_in_the_grid_are_checked_against_k():
     with pytest.raises(ConfigError, match="recommendation.methods.bad"):
         resolve_config({**raw, "preset": "demo"},
                        {"recommendation": {"methods": {"bad": {"kind": "vae", "quantizer": "hgrec", "geometry": "poincare"}}}})
+
+
+def test_codebook_labels_name_each_strategy_once():
+    import numpy as np
+
+    from hrq.grid import codebook_label, grid_s, level_sizes, parse_codebook_label
+
+    assert codebook_label(64) == codebook_label([64, 64, 64]) == codebook_label(np.int64(64)) == codebook_label(64.0) == "64"
+    assert codebook_label([32, 64, 128]) == codebook_label(np.array([32, 64, 128])) == "32-64-128"
+    assert parse_codebook_label("32-64-128") == [32, 64, 128] and parse_codebook_label("64") == 64
+    assert level_sizes(3, "64") == [64, 64, 64] and level_sizes(2, "8-16") == [8, 16]
+    # jobs and MLflow cells keep an int s for uniform sizes (their identity before strategies)
+    assert grid_s("256") == 256 and grid_s("64-128-256") == "64-128-256"
+    for bad in (True, 2.5, 0, [8, 0], "8-x", ""):
+        with pytest.raises(ValueError):
+            codebook_label(bad)
+    with pytest.raises(ValueError, match="not canonical; its path is s64"):
+        grid_s("64-64-64")

@@ -246,5 +246,24 @@ def test_hierarchy_tokenizer_takes_any_quantizer():
         rq.embedding[0] = torch.tensor([30.0, 0.0, 0.0, 0.0])
     rq.project_(torch.tensor([0]))
     assert rq.embedding[0, 0].item() == 30.0
+
+
+def test_hgrec_codebooks_stay_in_reach_with_their_own_optimizer():
+    from hrq.quantize import build_quantizer
+
+    tree = make_hierarchy(3, 3)
+    rel = transitive_closure(tree.parent)
+    reach = math.atanh(1 - 4e-3)
+    norms = {}
+    for name, opt in (("sgd", None), ("adam", {"kind": "adam", "lr": 1e-3})):
+        torch.manual_seed(0)
+        model = HierarchyTokenizer(len(tree.names), 4, quantizer=build_quantizer("hgrec", 2, 4, 4, kmeans_init=True))
+        train_hierarchy_tokenizer(model, rel, epochs=15, lr=1.0, warmup_epochs=2, codebook_optimizer=opt,
+                                  progress=False)
+        norms[name] = max(float(b.detach().norm(dim=-1).median()) for b in model.quantizer.codebooks)
+    # Plain SGD at lr 1.0 throws the tangent codewords past exp0's float32 reach; Adam does not.
+    assert norms["sgd"] > reach > norms["adam"]
+    with pytest.raises(ValueError, match="codebook_optimizer"):
+        train_hierarchy_tokenizer(model, rel, epochs=1, lr=1.0, codebook_optimizer={"kind": "adam"}, progress=False)
     with pytest.raises(ValueError, match="quantizer.dim"):
         HierarchyTokenizer(5, 8, quantizer=build_quantizer("rq", 2, 4, 4))

@@ -43,6 +43,7 @@ PRINTED_GAINS_T2 = {
     "movielens10m": (2.7, 1.6, 2.7, 1.5),
 }
 T2_METRICS = ("ndcg@5", "recall@5", "ndcg@10", "recall@10")
+PROTOCOL = {"k": 3, "s": 256, "h": 32}  # the tokenizer of the HRQ paper's Tables 2 and 4 (App. C.2)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -103,18 +104,21 @@ def test_table2_layout_values_and_gains():
         (d, m, x) for d in PRINTED_GAINS_T2 for m in ("random", "rqvae", "hrqvae")
         for x in T2_METRICS
     }
-    assert t2[["k", "s", "h"]].isna().all().all()
+    # the protocol's tokenizer (App. C.2): another grid point gets no paper value
+    assert (t2["k"] == 3).all() and (t2["s"] == "256").all() and (t2["h"] == 32).all()
+    assert lookup_paper(2, "amazon_beauty", "rqvae", "ndcg@10", k=3, s=[64, 128, 256], h=32) is None
+    assert lookup_paper(2, "amazon_beauty", "rqvae", "ndcg@10", k=2, s=16, h=8) is None
     assert t2["std"].notna().all()
     # Row layout: AR Beauty's Random column is 1.66, 2.06, 2.35, 3.87 (%), ±0.07 pp first.
-    beauty_random = [lookup_paper(2, "amazon_beauty", "random", m)[0] for m in T2_METRICS]
+    beauty_random = [lookup_paper(2, "amazon_beauty", "random", m, **PROTOCOL)[0] for m in T2_METRICS]
     assert beauty_random == pytest.approx([0.0166, 0.0206, 0.0235, 0.0387], abs=1e-12)
-    assert lookup_paper(2, "amazon_beauty", "random", "ndcg@5")[1] == pytest.approx(0.0007)
-    assert lookup_paper(2, "movielens10m", "hrqvae", "recall@10") == pytest.approx((0.2549, 0.0033))
+    assert lookup_paper(2, "amazon_beauty", "random", "ndcg@5", **PROTOCOL)[1] == pytest.approx(0.0007)
+    assert lookup_paper(2, "movielens10m", "hrqvae", "recall@10", **PROTOCOL) == pytest.approx((0.2549, 0.0033))
     mismatched = []
     for ds, gains in PRINTED_GAINS_T2.items():
         for metric, printed in zip(T2_METRICS, gains):
-            rq = lookup_paper(2, ds, "rqvae", metric)[0]
-            hrq = lookup_paper(2, ds, "hrqvae", metric)[0]
+            rq = lookup_paper(2, ds, "rqvae", metric, **PROTOCOL)[0]
+            hrq = lookup_paper(2, ds, "hrqvae", metric, **PROTOCOL)[0]
             if abs(100 * (hrq - rq) / rq - printed) > 0.15:
                 mismatched.append((ds, metric))
     # The one printed gain the paper's own numbers do not support (2.85/2.78 = +2.5%, printed
@@ -135,11 +139,11 @@ def test_tables_3_and_4():
     assert notes.str.contains("swap").all()
     assert lookup_paper(3, "movielens10m", None, "users") == (71567.0, pytest.approx(math.nan, nan_ok=True))
     for method in ("rqvae", "hrqvae"):
-        mean = lookup_paper(4, None, method, "norm_mean")[0]
-        std = lookup_paper(4, None, method, "norm_std")[0]
-        cv = lookup_paper(4, None, method, "norm_cv")[0]
+        mean = lookup_paper(4, None, method, "norm_mean", **PROTOCOL)[0]
+        std = lookup_paper(4, None, method, "norm_std", **PROTOCOL)[0]
+        cv = lookup_paper(4, None, method, "norm_cv", **PROTOCOL)[0]
         assert cv == pytest.approx(std / mean, abs=1e-3)
-    assert lookup_paper(4, None, "rqvae", "norm_mean")[0] == 0.7213
+    assert lookup_paper(4, None, "rqvae", "norm_mean", **PROTOCOL)[0] == 0.7213
 
 
 def test_lookup_paper_matching_rules():
@@ -148,11 +152,11 @@ def test_lookup_paper_matching_rules():
     assert lookup_paper(1, "wordnet", "rq", "recall@10") is None  # grid not given
     assert lookup_paper(1, "wordnet", "rq", "recall@10", k=4, s=256, h=2) is None
     assert lookup_paper(1, "wordnet", "rqvae", "recall@10", k=4, s=256, h=32) is None
-    # Empty k/s/h (Table 2) match any grid; table ids and names are normalized.
+    # Table ids and names are normalized.
     assert lookup_paper("table2", "AMAZON_TOYS", "rqvae", "Recall@10", k=3, s=256, h=32) == (
         pytest.approx(0.0422), pytest.approx(0.0008))
     # An empty dataset (Table 4 names none) matches any dataset.
-    assert lookup_paper(4, "amazon_beauty", "hrqvae", "norm_cv")[0] == 0.2042
+    assert lookup_paper(4, "amazon_beauty", "hrqvae", "norm_cv", **PROTOCOL)[0] == 0.2042
     pv = paper_values()
     assert str(pv["k"].dtype) == "Int64"
     pv.loc[0, "value"] = -1.0  # a copy: the cached table is not modified
@@ -192,11 +196,12 @@ def test_aggregate_seeds_hand_computed():
 
 def test_aggregate_seeds_single_seed_grid_free_keys_and_errors():
     cell = aggregate_seeds(_seed_metrics({7: {"ndcg@5": 0.03}}),
-                           dict(table=2, dataset="amazon_beauty", method="rqvae"))
+                           dict(table=2, dataset="amazon_beauty", method="rqvae", **PROTOCOL))
     r = cell.iloc[0]
     assert r["n"] == 1 and math.isnan(r["std"]) and r["values"] == [0.03]
     assert r["paper_value"] == 0.0229 and r["paper_std"] == pytest.approx(0.0003)
-    assert "k" not in cell.columns
+    grid_free = aggregate_seeds(_seed_metrics({7: {"ndcg@5": 0.03}}), dict(table=2, dataset="amazon_beauty", method="rqvae"))
+    assert "k" not in grid_free.columns and math.isnan(grid_free["paper_value"].iloc[0])
     no_table = aggregate_seeds(_seed_metrics({0: {"ndcg@5": 0.03}}), dict(method="rqvae"))
     assert math.isnan(no_table["paper_value"].iloc[0])
     dup = pd.DataFrame({"seed": [0, 0], "metric": ["a", "a"], "value": [1.0, 2.0]})
@@ -302,9 +307,9 @@ def test_render_table_markdown_and_frame():
 def test_render_table_raw_numbers_and_paper_std():
     sm = _seed_metrics({s: {"norm_cv": 0.20 + 0.01 * s} for s in range(2)})
     cells = pd.concat([
-        aggregate_seeds(sm, dict(table=4, dataset="amazon_beauty", method="hrqvae")),
+        aggregate_seeds(sm, dict(table=4, dataset="amazon_beauty", method="hrqvae", **PROTOCOL)),
         aggregate_seeds(_seed_metrics({0: {"ndcg@5": 0.0230}}),
-                        dict(table=2, dataset="amazon_beauty", method="rqvae")),
+                        dict(table=2, dataset="amazon_beauty", method="rqvae", **PROTOCOL)),
     ], ignore_index=True)
     rt = render_table(cells, index=["dataset", "metric"], methods=["rqvae", "hrqvae"],
                       baseline=None, treatment=None, percent=False, digits=4)

@@ -8,7 +8,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from hrq.config import ConfigError, resolve_config, uses_gpu
-from hrq.grid import codebook_label
+from hrq.grid import codebook_label, grid_s
 
 try:
     # --configfile/--config values win over the preset (e.g. `--config device=cuda`).
@@ -78,7 +78,7 @@ def grid_cells(section):
 
 
 def cell_of(w):
-    return {"dataset": w.dataset, "method": w.method, "k": int(w.k), "s": w.s, "h": int(w.h)}
+    return {"dataset": w.dataset, "method": w.method, "k": int(w.k), "s": grid_s(w.s), "h": int(w.h)}
 
 
 def tracking(table, w, job_key=None, run_name=None):

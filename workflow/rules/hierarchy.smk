@@ -17,7 +17,7 @@ rule tokenize_hierarchy:
         method=_alternatives(HIER["methods"]),
     params:
         **stage_params(lambda w, input, output: {
-            "method": w.method, "method_spec": HIER["methods"][w.method], "k": int(w.k), "s": w.s,
+            "method": w.method, "method_spec": HIER["methods"][w.method], "k": int(w.k), "s": grid_s(w.s),
             "h": int(w.h), "seed": int(w.seed), "tokenizer": HIER["tokenizer"], "device": CFG["device"],
             "tracking": tracking("table1", w, output.tokens, f"seed{w.seed} tokenizer")}),
     threads: CFG["threads"]

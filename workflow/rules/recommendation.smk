@@ -29,7 +29,7 @@ rule tokenize_items:
         method=_alternatives(REC["methods"]),
     params:
         **stage_params(lambda w, input, output: {
-            "method": w.method, "method_spec": REC["methods"][w.method], "k": int(w.k), "s": w.s,
+            "method": w.method, "method_spec": REC["methods"][w.method], "k": int(w.k), "s": grid_s(w.s),
             "h": int(w.h), "seed": int(w.seed), "tokenizer": {**REC["tokenizer"], "lr": float(w.lr)},
             "device": CFG["device"], "item_text": item_text(w.dataset),
             "tracking": tracking("table2", w, output.tokens, f"seed{w.seed} lr{w.lr} tokenizer")}),

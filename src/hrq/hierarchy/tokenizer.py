@@ -17,7 +17,7 @@ import math
 import time
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import geoopt
 import torch
@@ -191,6 +191,7 @@ def train_hierarchy_tokenizer(
     warmup_epochs: int = 0,
     warmup_lr: float = 0.01,
     seed: int = 0,
+    codebook_optimizer: Mapping[str, Any] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
@@ -202,6 +203,13 @@ def train_hierarchy_tokenizer(
 
     Args:
         relations: ``LongTensor [E, 2]`` train (hyponym, hypernym) pairs on the model's device.
+        codebook_optimizer: ``None`` or ``{"kind": "sgd"}``: the codebooks follow the
+            embedding's schedule with Riemannian SGD (the paper's setting). ``{"kind": "adam",
+            "lr": x}``: Riemannian Adam at the fixed ``lr`` x instead, for codebooks plain SGD
+            at Nickel & Kiela's lr 1.0 cannot train: HG-Rec's tangent codewords, whose squared
+            ball-distance gradients threw them past exp0's float32 reach (median norms 13-35,
+            89% of nodes sharing a multitoken on the demo taxonomy); HG-Rec itself trains them
+            with AdamW at 1e-3 (its Table 6).
     Returns:
         one dict per epoch: ``train/loss``, ``train/relation_loss``, ``train/quantizer_loss``,
         ``train/epoch_seconds`` (the training pass, diagnostics excluded) and the codebook diagnostics of all nodes (``usage/l*``, ``perplexity/l*``,
@@ -213,14 +221,26 @@ def train_hierarchy_tokenizer(
     sampler = RelationSampler(relations, model.embedding.shape[0], negatives, gen)
     start_lr = warmup_lr if warmup_epochs else lr
     # Sparse Riemannian SGD for the embedding table (only the batch's rows move), plain
-    # Riemannian SGD for the dense codebooks; both follow the same learning-rate schedule.
-    optimizers = [geoopt.optim.SparseRiemannianSGD([model.embedding], lr=start_lr),
-                  geoopt.optim.RiemannianSGD(model.quantizer.parameters(), lr=start_lr)]
+    # Riemannian SGD for the dense codebooks; both follow the same learning-rate schedule
+    # unless the codebooks get their own optimizer.
+    book_opt = dict(codebook_optimizer or {"kind": "sgd"})
+    kind = book_opt.pop("kind", "sgd")
+    if kind == "sgd" and not book_opt:
+        books = geoopt.optim.RiemannianSGD(model.quantizer.parameters(), lr=start_lr)
+        scheduled = [books]
+    elif kind == "adam" and set(book_opt) == {"lr"}:
+        books = geoopt.optim.RiemannianAdam(model.quantizer.parameters(), lr=float(book_opt["lr"]))
+        scheduled = []
+    else:
+        raise ValueError(f"codebook_optimizer must be {{'kind': 'sgd'}} or {{'kind': 'adam', 'lr': x}}, "
+                         f"got {codebook_optimizer!r}")
+    embedding_opt = geoopt.optim.SparseRiemannianSGD([model.embedding], lr=start_lr)
+    optimizers = [embedding_opt, books]
     history = []
     bar = tqdm(range(epochs), desc=f"{model.geometry} tokenizer", disable=not progress, leave=False)
     for epoch in bar:
         if epoch == warmup_epochs:
-            for opt in optimizers:
+            for opt in [embedding_opt, *scheduled]:
                 for group in opt.param_groups:
                     group["lr"] = lr
         if epoch == min(warmup_epochs, epochs - 1) and getattr(model.quantizer, "kmeans_init", False):

@@ -10,6 +10,7 @@ from hrq.models import train_vae
 from hrq.stages.common import build_vae, device_for, epoch_logger, job_run, seed_everything
 from hrq.stages.data import load_vectors
 from hrq.tables.aggregate import read_cells
+from hrq.tables.render import METHOD_LABELS
 from hrq.tables.figures import TokenSpacePanel, plot_recall_vs_h, plot_token_space
 
 
@@ -42,5 +43,5 @@ def figure_token_space(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
             latent = model.to_latent(vectors).cpu().numpy()
             codes = model.encode(vectors).cpu().numpy()
         curvature = model.ball.c.item() if model.ball is not None else None
-        panels.append(TokenSpacePanel(params["labels"].get(name, name), latent, codes[:, 0], codes[:, 1], curvature))
+        panels.append(TokenSpacePanel(METHOD_LABELS.get(name, name), latent, codes[:, 0], codes[:, 1], curvature))
     plot_token_space(panels, outputs["png"])

@@ -98,7 +98,7 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
         history = train_hierarchy_tokenizer(
             model, train, epochs=opts["epochs"], lr=opts["lr"], batch_size=opts["batch_size"],
             negatives=opts["negatives"], warmup_epochs=opts["warmup_epochs"], warmup_lr=opts["warmup_lr"],
-            seed=seed, on_epoch=epoch_logger(run, "tokenizer"),
+            seed=seed, codebook_optimizer=method.get("codebook_optimizer"), on_epoch=epoch_logger(run, "tokenizer"),
         )
         seconds = time.perf_counter() - start
         codes = model.codes()
@@ -156,8 +156,9 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
         metrics.update(norm_mean=float(norms.mean()), norm_std=float(norms.std()),
                        norm_cv=float(norms.std() / norms.mean()))
         metrics.update(_training_summary(history, "eval/collision_rate", seconds))
-        if model.ball is not None:  # the latent lives on the ball
-            metrics.update(boundary_pinning(latent, model.ball.c.item()))
+        ball = model.ball if model.ball is not None else model.quantizer.tangent_ball
+        if ball is not None:  # the latent lives on the ball, or (HG-Rec) is compared there after exp0
+            metrics.update(boundary_pinning(latent if model.ball is not None else ball.expmap0(latent), ball.c.item()))
         run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
         _usage_figure(codes, model.quantizer.codebook_sizes, params, outputs)
         _write_tokens(append_dedup_token(codes), latent, outputs["tokens"])

@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.stats
 
 from hrq.grid import codebook_label
-from hrq.tables.paper import lookup_paper
+from hrq.tables.paper import is_missing, lookup_paper
 
 __all__ = ["CELL_COLUMNS", "KEY_COLUMNS", "aggregate_seeds", "read_cells", "welch", "compare"]
 
@@ -31,12 +31,6 @@ CELL_COLUMNS = (
     "metric", "mean", "std", "n", "values", "seeds", "paper_value", "paper_std", "delta",
 )
 _GRID = ("k", "s", "h")
-
-
-def _is_missing(x) -> bool:
-    if x is None or x is pd.NA:
-        return True
-    return isinstance(x, float) and math.isnan(x)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -74,8 +68,8 @@ def aggregate_seeds(seed_metrics: pd.DataFrame, keys: Mapping[str, object]) -> p
             "duplicated (seed, metric) rows:\n" + str(seed_metrics.loc[dup, ["seed", "metric"]])
         )
     key_order = [c for c in KEY_COLUMNS if c in keys] + [c for c in keys if c not in KEY_COLUMNS]
-    grid = {c: (None if _is_missing(keys.get(c)) else int(keys[c])) for c in ("k", "h")}
-    grid["s"] = None if _is_missing(keys.get("s")) else codebook_label(keys["s"])
+    grid = {c: (None if is_missing(keys.get(c)) else int(keys[c])) for c in ("k", "h")}
+    grid["s"] = None if is_missing(keys.get("s")) else codebook_label(keys["s"])
 
     records = []
     for metric in pd.unique(seed_metrics["metric"]):
@@ -84,7 +78,7 @@ def aggregate_seeds(seed_metrics: pd.DataFrame, keys: Mapping[str, object]) -> p
         seeds = [int(s) for s in sub["seed"]]
         mean, std = _mean_std(values)
         paper = None
-        if not _is_missing(keys.get("table")):
+        if not is_missing(keys.get("table")):
             paper = lookup_paper(
                 keys["table"], keys.get("dataset"), keys.get("method"), str(metric), **grid
             )
@@ -113,7 +107,7 @@ def read_cells(paths: Sequence[str]) -> pd.DataFrame:
 
     cells = pd.concat([read_parquet(p) for p in paths], ignore_index=True)
     if "s" in cells.columns:
-        cells["s"] = pd.array([None if _is_missing(v) else codebook_label(v if isinstance(v, str) else int(v))
+        cells["s"] = pd.array([None if is_missing(v) else codebook_label(v)
                                for v in cells["s"]], dtype="str")
     return cells
 

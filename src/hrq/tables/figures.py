@@ -41,10 +41,6 @@ def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
     return path
 
 
-def _is_na(x) -> bool:
-    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
-
-
 # ----------------------------------------------------------------------------- Figure 1
 
 

@@ -10,9 +10,10 @@ Conventions of the CSVs (one row per published number):
 * ``s`` is a codebook strategy's label (:func:`hrq.grid.codebook_label`): ``256``, or
   ``64-128-256`` for HG-Rec's per-level sizes.
 * An empty ``dataset``/``method``/``k``/``s``/``h`` means the paper does not fix it for that
-  number (Table 2's tokenizers use 256 codes per level and a 32-d latent throughout, Table 3
-  is per dataset only, Table 4 names no dataset). :func:`lookup_paper` treats such an empty
-  field as matching anything.
+  number (Table 3 is per dataset only, Table 4 names no dataset). :func:`lookup_paper` treats
+  such an empty field as matching anything. The HRQ paper's Tables 2 and 4 fix the tokenizer
+  (k = 3, s = 256, h = 32, its App. C.2), so a cell at another grid point, e.g. a
+  differential-length s, gets no paper value rather than one measured elsewhere.
 * ``note`` carries the printed "+x.x%" gains and transcription remarks (e.g. Table 3's
   apparently swapped Toys/Sports rows, HG-Rec's row names).
 """
@@ -24,11 +25,12 @@ import math
 import re
 from importlib import resources
 
+import numpy as np
 import pandas as pd
 
 from hrq.grid import codebook_label
 
-__all__ = ["PAPERS", "paper_values", "lookup_paper", "normalize_table"]
+__all__ = ["PAPERS", "is_missing", "paper_values", "lookup_paper", "normalize_table"]
 
 _COLUMNS = ["table", "dataset", "method", "k", "s", "h", "metric", "value", "std", "note"]
 _GRID = ("k", "s", "h")
@@ -91,8 +93,12 @@ def _text_key(x: str | None) -> str:
     return "" if x is None else str(x).strip().lower()
 
 
-def _missing(q) -> bool:
-    return q is None or q is pd.NA or (isinstance(q, float) and math.isnan(q))
+def is_missing(x) -> bool:
+    """``None``, ``pd.NA`` or a float NaN (numpy's included): a value a cell or table does not
+    have. Anything else, lists included, is present."""
+    if x is None or x is pd.NA:
+        return True
+    return isinstance(x, (float, np.floating)) and math.isnan(x)
 
 
 def lookup_paper(
@@ -122,7 +128,7 @@ def lookup_paper(
         col_vals = df[col].str.lower()
         mask &= (col_vals == "") | (col_vals == _text_key(q))
     for col, q in zip(_GRID, (k, s, h)):
-        if _missing(q):
+        if is_missing(q):
             mask &= df[col].isna()
         else:
             want = codebook_label(q) if col == "s" else int(q)

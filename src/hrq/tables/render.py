@@ -20,6 +20,7 @@ import pandas as pd
 
 from hrq.io import write_parquet, write_text
 from hrq.tables.aggregate import compare
+from hrq.tables.paper import is_missing
 
 __all__ = ["METHOD_LABELS", "FRAME_COLUMNS", "RenderedTable", "render_table", "write_table"]
 
@@ -55,23 +56,14 @@ class RenderedTable:
     markdown: str
 
 
-def _missing(x) -> bool:
-    if x is None or x is pd.NA:
-        return True
-    try:
-        return bool(isinstance(x, (float, np.floating)) and math.isnan(x))
-    except TypeError:
-        return False
-
-
 def _key(values) -> tuple:
-    return tuple(None if _missing(v) else v for v in values)
+    return tuple(None if is_missing(v) else v for v in values)
 
 
 def _as_list(x) -> list:
     if isinstance(x, (list, tuple, np.ndarray, pd.Series)):
         return [v.item() if isinstance(v, np.generic) else v for v in list(x)]
-    if _missing(x):
+    if is_missing(x):
         return []
     raise TypeError(f"expected a list-like per-seed column entry, got {x!r}")
 
@@ -182,20 +174,20 @@ def render_table(
 def _markdown(frame, by_cell, row_keys, *, index, methods, baseline, treatment, percent, digits,
               title, footnotes, stats) -> str:
     def num(x: float) -> str:
-        if _missing(x):
+        if is_missing(x):
             return _DASH
         return f"{100 * x:.{digits}f}%" if percent else f"{x:.{digits}f}"
 
     def diff(x: float) -> str:
-        if _missing(x):
+        if is_missing(x):
             return _DASH
         return f"{100 * x:+.{digits}f} pp" if percent else f"{x:+.{digits}f}"
 
     def mean_std(mean: float, std: float) -> str:
-        return _DASH if _missing(mean) else f"{num(mean)} ± {num(std)}"
+        return _DASH if is_missing(mean) else f"{num(mean)} ± {num(std)}"
 
     def pval(p: float) -> str:
-        if _missing(p):
+        if is_missing(p):
             return _DASH
         return "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -222,13 +214,13 @@ def _markdown(frame, by_cell, row_keys, *, index, methods, baseline, treatment, 
             paper = float(r["paper_value"]) if "paper_value" in r.index else math.nan
             paper_std = float(r["paper_std"]) if "paper_std" in r.index else math.nan
             paper_s = num(paper)
-            if not _missing(paper) and not _missing(paper_std):
+            if not is_missing(paper) and not is_missing(paper_std):
                 paper_s += f" ± {num(paper_std)}"
             row += [mean_std(float(r["mean"]), float(r["std"])), paper_s,
                     diff(float(r["mean"]) - paper)]
         if pair:
             gain, _, p = stats.get(key, (math.nan,) * 3)
-            row += [_DASH if _missing(gain) else f"{100 * gain:+.1f}%", pval(p)]
+            row += [_DASH if is_missing(gain) else f"{100 * gain:+.1f}%", pval(p)]
         lines.append("| " + " | ".join(row) + " |")
 
     ns = sorted({int(n) for n in frame["n"]}) if len(frame) else []
