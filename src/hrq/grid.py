@@ -20,16 +20,15 @@ def level_sizes(levels: int, codebook_size: int | str | Sequence[int]) -> list[i
     Differential-length codebooks (HG-Rec §3.2), e.g. ``[64, 128, 256]``, are the list form;
     a label (``"64"``, ``"32-64-128"``, see :func:`codebook_label`) is read as what it names.
     """
-    if isinstance(codebook_size, str):
-        codebook_size = parse_codebook_label(codebook_size)
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
-    sizes = [codebook_size] * levels if isinstance(codebook_size, int) else list(codebook_size)
-    if len(sizes) != levels or any(int(s) < 1 for s in sizes):
+    sizes = parse_codebook_label(codebook_size)
+    sizes = [sizes] * levels if isinstance(sizes, int) else sizes
+    if len(sizes) != levels or any(s < 1 for s in sizes):
         raise ValueError(
             f"codebook_size must be a positive int or {levels} positive ints, got {codebook_size!r}"
         )
-    return [int(s) for s in sizes]
+    return sizes
 
 
 def _is_list(x) -> bool:

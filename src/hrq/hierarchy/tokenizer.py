@@ -80,8 +80,9 @@ class HierarchyTokenizer(nn.Module):
             self.embedding = nn.Parameter(init)
 
     @torch.no_grad()
-    def project_(self, nodes: torch.Tensor) -> None:
-        """Keep the tangent embeddings (HG-Rec) of ``nodes`` where ``exp0`` still separates
+    def project_(self, *nodes: torch.Tensor) -> None:
+        """Keep the tangent embeddings (HG-Rec) of ``nodes`` (index tensors of any shape, e.g. a
+        batch's children, parents and negatives) where ``exp0`` still separates
         them: within the norm whose image is geoopt's projection radius (≈3.1 in float32 at
         c = 1). Beyond it every vector maps to that radius, gets no radial gradient from either
         loss and never comes back (on the demo taxonomy embeddings drifted to norm 28). This is
@@ -90,8 +91,9 @@ class HierarchyTokenizer(nn.Module):
         if self.tangent_ball is None:
             return
         max_norm = math.atanh(1 - BALL_EPS.get(self.embedding.dtype, 4e-3)) / self.curvature**0.5
-        rows = self.embedding[nodes]
-        self.embedding[nodes] = rows * (max_norm / rows.norm(dim=-1, keepdim=True).clamp_min(max_norm))
+        index = torch.cat([n.flatten() for n in nodes])  # only when there is something to project
+        rows = self.embedding[index]
+        self.embedding[index] = rows * (max_norm / rows.norm(dim=-1, keepdim=True).clamp_min(max_norm))
 
     def on_ball(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings as points where distances are measured: ``exp0`` of tangent embeddings
@@ -265,7 +267,7 @@ def train_hierarchy_tokenizer(
             loss.backward()
             for opt in optimizers:
                 opt.step()
-            model.project_(torch.cat([child, parent, neg.flatten()]))
+            model.project_(child, parent, neg)
             n = child.numel()
             total += float(loss.detach()) * n
             rel_total += float(rel.detach()) * n

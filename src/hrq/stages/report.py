@@ -131,11 +131,13 @@ def render_table(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: 
                               ignore_index=True)
         # Baseline rows come first only as data: order every row by its grid point (dataset,
         # k, s, h in the order the cells came, i.e. the config's), then by metric.
-        points = list(dict.fromkeys(cells[["dataset", "k", "s", "h"]].itertuples(index=False, name=None)))
-        position = {point: i for i, point in enumerate(points)}
+        def grid_points(frame):
+            return list(frame[["dataset", "k", "s", "h"]].itertuples(index=False, name=None))
+
+        position = {point: i for i, point in enumerate(dict.fromkeys(grid_points(cells)))}
         order = {m: i for i, m in enumerate(params.get("metrics") or [])}
         cells = pd.concat([baseline_rows(cells, baselines), cells], ignore_index=True)
-        cells = (cells.assign(_point=[position[p] for p in cells[["dataset", "k", "s", "h"]].itertuples(index=False, name=None)],
+        cells = (cells.assign(_point=[position[p] for p in grid_points(cells)],
                               _metric=cells["metric"].map(lambda m: order.get(m, len(order))))
                  .sort_values(["_point", "_metric"], kind="stable")
                  .drop(columns=["_point", "_metric"]))
