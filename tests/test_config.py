@@ -117,3 +117,34 @@ def test_codebook_labels_name_each_strategy_once():
             codebook_label(bad)
     with pytest.raises(ValueError, match="not canonical; its path is s64"):
         grid_s("64-64-64")
+
+
+DATASET_ENTRIES = {  # one entry per reader kind, with every key that kind reads
+    "synthetic_taxonomy": {"depth": 2, "branching": 3, "dim": 8, "seed": 1},
+    "synthetic_catalog": {"depth": 2, "branching": 3, "leaves_per_node": 2, "dim": 8, "users": 10, "min_length": 5,
+                          "max_length": 20, "stay_probability": 0.5, "seed": 1},
+    "wordnet": {"dict_dir": "/usr/share/wordnet", "root": "mammal.n.01"},
+    "movielens": {"zip": "ml.zip", "generate": {"users": 3, "movies": 4, "ratings_per_user_range": [5, 6], "seed": 0},
+                  "min_length": 5, "max_length": 20},
+    "amazon2014": {"category": "Beauty", "reviews": "r.json.gz", "meta": "m.json.gz", "min_length": 5, "max_length": 20},
+    "amazon2018": {"category": "Musical_Instruments", "min_length": 5, "max_length": 20},
+    "yelp": {"year": 2019, "min_length": 5, "max_length": 20},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DATASET_ENTRIES))
+def test_each_dataset_kind_takes_its_keys_and_no_other(kind):
+    entry = {"kind": kind, **DATASET_ENTRIES[kind]}
+    load_config(datasets={"mine": entry})  # every key the reader uses is accepted
+    for typo in ("zipp", "review", "categroy"):
+        with pytest.raises(ConfigError, match=rf"datasets\.mine: unknown key '{typo}'; this entry takes kind"):
+            load_config(datasets={"mine": {**entry, typo: "x"}})
+    # A key of another kind is no key of this one (it would be silently ignored by the reader).
+    foreign = "users" if kind not in ("synthetic_catalog",) else "category"
+    with pytest.raises(ConfigError, match=f"unknown key '{foreign}'"):
+        load_config(datasets={"mine": {**entry, foreign: 3}})
+
+
+def test_amazon_files_come_in_pairs():
+    with pytest.raises(ConfigError, match="datasets.amazon_beauty: 'meta' is a dependency of 'reviews'"):
+        load_config(datasets={"amazon_beauty": {"kind": "amazon2014", "category": "Beauty", "reviews": "r.json.gz"}})

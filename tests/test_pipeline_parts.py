@@ -267,3 +267,39 @@ def test_hgrec_codebooks_stay_in_reach_with_their_own_optimizer():
         train_hierarchy_tokenizer(model, rel, epochs=1, lr=1.0, codebook_optimizer={"kind": "adam"}, progress=False)
     with pytest.raises(ValueError, match="quantizer.dim"):
         HierarchyTokenizer(5, 8, quantizer=build_quantizer("rq", 2, 4, 4))
+
+
+@pytest.mark.parametrize("method", [
+    {"geometry": "poincare", "options": {"curvature": 2.0}},   # curvature given only to the quantizer
+    {"geometry": "poincare", "curvature": 2.0},
+    {"quantizer": "hgrec", "options": {"curvature": 2.0}},      # tangent embedding, measured on c = 2
+])
+def test_hierarchy_embedding_lives_on_the_quantizers_ball(method):
+    """One curvature: the node embedding takes its ball from the configured quantizer, exactly as
+    the stage builds them, so codewords and the points they quantize share one geometry."""
+    from hrq.stages.common import build_method_quantizer
+
+    quantizer = build_method_quantizer(method, 2, 4, 4, {"commitment": 0.25, "kmeans_init": True})
+    model = HierarchyTokenizer(6, 4, quantizer=quantizer)
+    assert model.curvature == 2.0
+    ball = model.ball if model.ball is not None else model.tangent_ball
+    assert float(ball.c) == 2.0
+    if model.ball is not None:  # the embedding's manifold is that ball: norms stay below 1/sqrt(2)
+        assert float(model.embedding.manifold.c) == 2.0
+        with torch.no_grad():
+            model.embedding.copy_(model.embedding.manifold.projx(torch.full((6, 4), 10.0)))
+        assert float(model.embedding.detach().norm(dim=-1).max()) < 2.0**-0.5
+    with pytest.raises(ValueError, match="curvature=1.0 but quantizer"):
+        HierarchyTokenizer(6, 4, quantizer=quantizer, curvature=1.0)
+
+
+def test_a_method_cannot_set_an_option_twice():
+    from hrq.stages.common import build_method_quantizer
+
+    with pytest.raises(ValueError, match=r"\['curvature'\] twice.*curvature: 1.0 vs options.curvature: 2.0"):
+        build_method_quantizer({"geometry": "poincare", "curvature": 1.0, "options": {"curvature": 2.0}},
+                               2, 4, 4, {"commitment": 0.25})
+    # The same value twice is no conflict.
+    q = build_method_quantizer({"geometry": "poincare", "curvature": 2.0, "options": {"curvature": 2.0}},
+                               2, 4, 4, {"commitment": 0.25})
+    assert q.curvature == 2.0

@@ -53,12 +53,20 @@ def load_schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
+def _message(error: jsonschema.ValidationError) -> str:
+    """The schema's message, except for a key outside a closed set of keys (a dataset kind's),
+    which jsonschema words as "'zipp' is not one of [...]"."""
+    if "propertyNames" in error.schema_path and error.validator == "enum":
+        return f"unknown key {error.instance!r}; this entry takes {', '.join(map(str, error.validator_value))}"
+    return error.message
+
+
 def validate_config(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` listing every schema violation with its key path."""
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [f"  {_key_path(e.absolute_path)}: {e.message}" for e in errors]
+        lines = [f"  {_key_path(e.absolute_path)}: {_message(e)}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     _check_references(config)
 

@@ -38,11 +38,13 @@ class HierarchyTokenizer(nn.Module):
         levels: tokens per multitoken ``k`` (before the extra token).
         codebook_size: ``s``.
         geometry: ``"euclidean"`` (RQ) or ``"poincare"`` (HRQ).
-        curvature, residual, loss_distance, commitment: as in :class:`ResidualQuantizer`.
+        curvature, residual, loss_distance, commitment: as in :class:`ResidualQuantizer`
+            (``curvature`` defaults to 1).
         quantizer: any quantizer of :func:`hrq.quantize.build_quantizer` instead (``levels``,
-            ``codebook_size``, ``geometry``, ``residual``, ``loss_distance`` and ``commitment``
-            are then its own; the embedding lives where its inputs do, on the ball of
-            ``curvature`` for a Poincaré quantizer). For a quantizer of tangent vectors with a
+            ``codebook_size``, ``geometry``, ``residual``, ``loss_distance``, ``commitment``
+            and the curvature are then its own; the embedding lives where its inputs do, on the
+            quantizer's own ball for a Poincaré quantizer: one curvature for both, and a
+            ``curvature`` that disagrees with the quantizer's is an error). For a quantizer of tangent vectors with a
             ``tangent_ball`` (HG-Rec) the embedding is a tangent vector and every distance of
             this model (relation loss, rankings) is that ball's after ``exp0``, the geometry the
             quantizer compares codewords in: with Euclidean relation distances the two losses
@@ -52,7 +54,7 @@ class HierarchyTokenizer(nn.Module):
     """
 
     def __init__(self, n_nodes: int, dim: int, levels: int | None = None, codebook_size: int | None = None, *,
-                 geometry: str = "euclidean", curvature: float = 1.0, residual: str = "paper",
+                 geometry: str = "euclidean", curvature: float | None = None, residual: str = "paper",
                  loss_distance: str = "squared_norm", commitment: float = 0.25,
                  quantizer: nn.Module | None = None, init_scale: float = 1e-3) -> None:
         super().__init__()
@@ -60,20 +62,28 @@ class HierarchyTokenizer(nn.Module):
             if levels is None or codebook_size is None:
                 raise ValueError("give levels and codebook_size, or a quantizer")
             quantizer = ResidualQuantizer(
-                levels, codebook_size, dim, geometry=geometry, curvature=curvature, residual=residual,
-                loss_distance=loss_distance, commitment=commitment, kmeans_init=True,
+                levels, codebook_size, dim, geometry=geometry, curvature=1.0 if curvature is None else curvature,
+                residual=residual, loss_distance=loss_distance, commitment=commitment, kmeans_init=True,
             )
         elif quantizer.dim != dim:
             raise ValueError(f"quantizer.dim {quantizer.dim} != embedding dim {dim}")
         self.quantizer = quantizer
         self.geometry = quantizer.geometry
-        self.curvature = float(curvature)
-        init = torch.randn(n_nodes, dim) * init_scale
         self.tangent_ball = quantizer.tangent_ball if self.geometry == "euclidean" else None
-        if self.tangent_ball is not None:
-            self.curvature = float(self.tangent_ball.c)
+        # The embedding takes its ball from the quantizer (as the VAE does): codewords and the
+        # points they quantize must share one curvature, or the Möbius residuals and distances
+        # mix two geometries without any error.
+        ball = quantizer.ball if self.geometry == "poincare" else self.tangent_ball
+        if ball is not None:
+            own = float(ball.c)
+            if curvature is not None and float(curvature) != own:
+                raise ValueError(f"curvature={curvature} but quantizer {type(quantizer).__name__} works on the "
+                                 f"ball of curvature {own}; the embedding uses the quantizer's ball")
+            curvature = own
+        self.curvature = 1.0 if curvature is None else float(curvature)
+        init = torch.randn(n_nodes, dim) * init_scale
         if self.geometry == "poincare":
-            self.ball = poincare_ball(curvature)
+            self.ball = quantizer.ball
             self.embedding = geoopt.ManifoldParameter(self.ball.expmap0(init), manifold=self.ball)
         else:
             self.ball = None

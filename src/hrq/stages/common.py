@@ -53,8 +53,14 @@ def build_method_quantizer(method: Mapping[str, Any], levels: int, codebook_size
     kind = quantizer_kind(method)
     accepted = set(quantizer_option_names(kind))
     options = {k: v for k, v in defaults.items() if k in accepted}
-    options.update({k: method[k] for k in GEOMETRY_OPTIONS if k in method and kind != "rq"})
-    options.update(method.get("options", {}))
+    geometry = {k: method[k] for k in GEOMETRY_OPTIONS if k in method and kind != "rq"}
+    given = method.get("options", {})
+    clash = sorted(k for k in geometry.keys() & given.keys() if geometry[k] != given[k])
+    if clash:  # one value per option: a silent winner would train another geometry than the config says
+        raise ValueError(f"method sets {clash} twice with different values: "
+                         + ", ".join(f"{k}: {geometry[k]!r} vs options.{k}: {given[k]!r}" for k in clash))
+    options.update(geometry)
+    options.update(given)
     return build_quantizer(kind, levels, level_sizes(levels, codebook_size), dim, **options)
 
 

@@ -89,8 +89,8 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
     test = torch.tensor(rel.loc[rel["split"] == "test", ["child", "parent"]].to_numpy(), dtype=torch.long)
     seed_everything(seed)
     quantizer = build_method_quantizer(method, k, s, h, {"commitment": opts["commitment"], "kmeans_init": True})
-    model = HierarchyTokenizer(len(nodes), h, quantizer=quantizer, curvature=method.get("curvature", 1.0),
-                               init_scale=opts["init_scale"]).to(device)
+    # The embedding lives on the quantizer's own ball (one curvature, wherever it was configured).
+    model = HierarchyTokenizer(len(nodes), h, quantizer=quantizer, init_scale=opts["init_scale"]).to(device)
     hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
              "tokenizer": opts, "device": str(device), "train_relations": int(train.shape[0])}
     with job_run(params, hyper) as run:
