@@ -164,7 +164,7 @@ def test_sigkilled_writer_leaves_no_target_and_rerun_succeeds(tmp_path):
             time.sleep(0.05)
         assert proc.poll() is None, "writer finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
+        assert proc.wait(timeout=600) == -signal.SIGKILL  # hang guard only
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -181,7 +181,7 @@ def test_sigkilled_writer_leaves_no_target_and_rerun_succeeds(tmp_path):
 
     # rerunning the same job completes and the result reads back
     rerun = _run_writer(target, chunks=3, delay=0.0)
-    out, err = rerun.communicate(timeout=60)
+    out, err = rerun.communicate(timeout=1800)  # hang guard only
     assert rerun.returncode == 0, err
     assert out.splitlines()[-1] == "done"
     df = read_parquet(target)

@@ -59,6 +59,53 @@ def test_leave_one_out_on_a_hand_example():
     assert list(zip(split.train.histories, split.train.targets)) == [
         ([2], 3), ([2, 3], 4), ([10], 11), ([10, 11], 12)]
     assert filter_and_truncate(seqs, 3, 2) == [[5, 6], [8, 9], [13, 14]]
+    assert split.train_parts == [[2, 3, 4], [10, 11, 12]]
+    assert leave_one_out(seqs, 5, 5, truncation="before_split") == split  # the default
+
+
+def test_truncation_before_the_split_or_of_the_inputs_only():
+    seq = [[1, 2, 3, 4, 5, 6, 7, 8], [20, 21, 22]]  # the second user is too short in both orders
+    # before_split (App. B.2's order): cut to [4..8], then split; items 1-3 are never seen
+    cut = leave_one_out(seq, min_length=5, max_length=5, truncation="before_split")
+    assert cut.users == 1
+    assert list(zip(cut.train.histories, cut.train.targets)) == [([4], 5), ([4, 5], 6)]
+    assert (cut.valid.histories, cut.valid.targets) == ([[4, 5, 6]], [7])
+    assert (cut.test.histories, cut.test.targets) == ([[4, 5, 6, 7]], [8])
+    assert cut.train_parts == [[4, 5, 6]]
+    # input_only: split the whole history; every input keeps its last 5 items
+    inp = leave_one_out(seq, min_length=5, max_length=5, truncation="input_only")
+    assert inp.users == 1
+    assert list(zip(inp.train.histories, inp.train.targets)) == [
+        ([1], 2), ([1, 2], 3), ([1, 2, 3], 4), ([1, 2, 3, 4], 5), ([1, 2, 3, 4, 5], 6)]
+    assert (inp.valid.histories, inp.valid.targets) == ([[2, 3, 4, 5, 6]], [7])
+    assert (inp.test.histories, inp.test.targets) == ([[3, 4, 5, 6, 7]], [8])
+    assert inp.train_parts == [[1, 2, 3, 4, 5, 6]]
+    # the held-out targets are the same; only what the model sees and trains on differs
+    assert (inp.valid.targets, inp.test.targets) == (cut.valid.targets, cut.test.targets)
+    # a history no longer than the limit splits the same way in both orders
+    short = [[1, 2, 3, 4, 5]]
+    assert leave_one_out(short, 5, 5, "input_only") == leave_one_out(short, 5, 5, "before_split")
+    with pytest.raises(ValueError, match="truncation"):
+        leave_one_out(seq, 5, 5, truncation="after_split")
+
+
+@pytest.mark.parametrize("truncation, popular_hit", [("before_split", 0.0), ("input_only", 1.0)])
+def test_most_popular_baseline_follows_the_recommenders_truncation(tmp_path, truncation, popular_hit):
+    import pandas as pd
+
+    from hrq.io import read_parquet, write_parquet
+    from hrq.stages.downstream import baseline
+
+    # Every user starts with item 7 three times, then 4 items of their own, then item 7 again
+    # (the test target). Cut to the last 5 before the split, 7 is in no train part.
+    users = [[7, 7, 7, 100 + u, 200 + u, 300 + u, 400 + u, 7] for u in range(12)]
+    seqs = tmp_path / "sequences.parquet"
+    write_parquet(pd.DataFrame({"user_id": [f"u{u}" for u in range(12)], "items": users}), seqs)
+    out = tmp_path / "baseline.parquet"
+    baseline({"sequences": str(seqs)}, {"baseline": str(out)},
+             {"table": "table2", "min_length": 5, "max_length": 5, "truncation": truncation})
+    metrics = read_parquet(out).set_index("metric")["value"]
+    assert metrics["recall@5"] == popular_hit
 
 
 def test_catalog_users_stay_in_their_subtree():
@@ -164,6 +211,21 @@ def test_movielens_stage_chain_with_template_descriptions(tmp_path):
     assert lengths.between(5, 20).all() and stats["users"] == len(seqs) < stats["users_raw"]
     assert stats["interactions"] == lengths.sum() and stats["items"] == len(items)
     assert not (tmp_path / "raw").exists()  # generated: nothing downloaded
+    # recommendation.truncation: input_only stores whole histories (only model inputs are cut),
+    # the same users and items, every interaction counted
+    whole = {k: str(tmp_path / "whole" / v.rsplit("/", 1)[1]) for k, v in outputs.items()}
+    spec_short = {**spec, "max_length": 8}
+    prepare_data({}, whole, {"name": "ml", "spec": spec_short, "task": "recommendation",
+                             "raw_dir": str(tmp_path / "raw"), "truncation": "input_only"})
+    full = pd.read_parquet(whole["sequences"])
+    assert full["user_id"].tolist() == seqs["user_id"].tolist()
+    assert pd.read_parquet(whole["catalog"])["raw_id"].tolist() == items["raw_id"].tolist()
+    assert full["items"].map(len).max() > 8
+    assert [list(a[-8:]) for a in full["items"]] == [list(a[-8:]) for a in seqs["items"]]
+    assert pd.read_parquet(whole["stats"]).iloc[0]["interactions"] == full["items"].map(len).sum()
+    prepare_data({}, whole, {"name": "ml", "spec": spec_short, "task": "recommendation",
+                             "raw_dir": str(tmp_path / "raw"), "truncation": "before_split"})
+    assert pd.read_parquet(whole["sequences"])["items"].map(len).max() == 8
 
     out = tmp_path / "descriptions.parquet"
     describe_items({"catalog": outputs["catalog"]}, {"descriptions": str(out)},
@@ -303,3 +365,43 @@ def test_a_method_cannot_set_an_option_twice():
     q = build_method_quantizer({"geometry": "poincare", "curvature": 2.0, "options": {"curvature": 2.0}},
                                2, 4, 4, {"commitment": 0.25})
     assert q.curvature == 2.0
+
+
+@pytest.mark.parametrize("decoding", ["constrained", "free"])
+def test_downstream_stages_log_invalid_at_10_in_both_decodings(tmp_path, decoding):
+    """Both seq2seq stages on toy data with the disclosed options switched on: free or
+    constrained decoding, TIGER's inverse-sqrt schedule, input-only truncation."""
+    import numpy as np
+    import pandas as pd
+
+    from hrq.io import read_parquet, write_parquet
+    from hrq.stages.downstream import hypernym_generation, recommendation
+
+    torch.set_num_threads(1)
+    g = np.random.default_rng(0)
+    codes = np.stack([np.arange(24) // 6, np.arange(24) % 6, np.zeros(24, dtype=np.int64)], axis=1)
+    tokens = tmp_path / "tokens.parquet"
+    write_parquet(pd.DataFrame({"entity_id": np.arange(24), "codes": list(codes)}), tokens)
+    seqs = tmp_path / "sequences.parquet"
+    write_parquet(pd.DataFrame({"user_id": [f"u{u}" for u in range(10)],
+                                "items": [g.integers(0, 24, size=8) for _ in range(10)]}), seqs)
+    rel = tmp_path / "relations.parquet"
+    write_parquet(pd.DataFrame({"child": np.arange(6, 24), "parent": np.arange(6, 24) // 6 - 1,
+                                "split": ["train", "train", "test"] * 6}), rel)
+    opts = {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_heads": 2, "d_kv": 8, "dropout": 0.0, "epochs": 2,
+            "batch_size": 16, "lr": 0.01, "num_beams": 10, "eval_every": 1, "decoding": decoding,
+            "schedule": "inverse_sqrt", "warmup_steps": 3}
+    out = tmp_path / "rec.parquet"
+    recommendation({"tokens": str(tokens), "sequences": str(seqs)}, {"metrics": str(out)},
+                   {"seed": 0, "seq2seq": opts, "device": "cpu", "selection": "valid/ndcg@10", "min_length": 5,
+                    "max_length": 4, "truncation": "input_only"})
+    rec = read_parquet(out).set_index("metric")["value"]
+    out = tmp_path / "hyp.parquet"
+    hypernym_generation({"tokens": str(tokens), "relations": str(rel)}, {"metrics": str(out)},
+                        {"seed": 0, "seq2seq": opts, "device": "cpu"})
+    hyp = read_parquet(out).set_index("metric")["value"]
+    for value in (rec["invalid@10"], rec["valid/invalid@10"], hyp["invalid@10"]):
+        assert 0.0 <= value <= 1.0
+        if decoding == "constrained":  # 24 valid multitokens, 10 beams: every slot names one
+            assert value == 0.0
+    assert {"recall@10", "ndcg@10", "best_epoch"} <= set(rec.index) and "recall@10" in hyp.index

@@ -67,11 +67,33 @@ def test_offline_download_error_names_url_and_target(tmp_path):
     url = "http://127.0.0.1:9/x"  # discard port: connection refused
     target = tmp_path / "sub" / "x.zip"
     with pytest.raises(DownloadError) as err:
-        ensure_file(url, target, md5="d41d8cd98f00b204e9800998ecf8427e", timeout=2)
+        ensure_file(url, target, md5="d41d8cd98f00b204e9800998ecf8427e", timeout=2, retries=0)
     message = str(err.value)
     assert url in message and str(target) in message and "d41d8cd98f00b204e9800998ecf8427e" in message
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no temporary file left behind
+
+
+def test_a_failed_transfer_is_tried_again_in_process(tmp_path, monkeypatch, caplog):
+    # The data rules are not retried by Snakemake (a parse error is deterministic), so a
+    # transient network error gets its retry here.
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"payload")
+    real_urlopen = urllib.request.urlopen
+    calls = []
+
+    def flaky(url, *args, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise OSError("connection reset by peer")
+        return real_urlopen(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", flaky)
+    target = tmp_path / "out" / "x.bin"
+    with caplog.at_level(logging.WARNING, logger="hrq.data.download"):
+        assert ensure_file(source.as_uri(), target, md5=_md5(b"payload"), retry_wait=0) == target
+    assert len(calls) == 2 and target.read_bytes() == b"payload"
+    assert "connection reset by peer" in caplog.text and "try 2 of 3" in caplog.text
 
 
 def test_download_verifies_published_checksum(tmp_path):
@@ -173,6 +195,29 @@ def test_malformed_movie_line_names_member_and_line(tmp_path):
         read_movielens(path)
 
 
+BOM = "\ufeff"
+
+
+def test_a_byte_order_mark_is_tolerated_in_both_movielens_members(tmp_path):
+    path = tmp_path / "ml-10m.zip"
+    ratings = _ratings([(7, 2, 5, 900), (7, 1, 3.5, 800)])
+    _ml_zip(path, ratings=ratings)
+    plain = read_movielens(path)
+    for movies, rating_lines in ((BOM + MOVIES_DAT, ratings), (MOVIES_DAT, BOM + ratings),
+                                 (BOM + MOVIES_DAT, BOM + ratings)):
+        _ml_zip(path, movies=movies, ratings=rating_lines)
+        items, inter = read_movielens(path)
+        pd.testing.assert_frame_equal(items, plain[0])
+        pd.testing.assert_frame_equal(inter, plain[1])
+    # A BOM anywhere else is still malformed, and the line is right.
+    _ml_zip(path, movies=MOVIES_DAT + BOM + "7::Seven (1970)::Drama\n")
+    with pytest.raises(ValueError, match=rf"{MOVIES_MEMBER}: line 7\b"):
+        read_movielens(path)
+    _ml_zip(path, ratings=BOM + ratings + "x::1::4::5\n")
+    with pytest.raises(ValueError, match=rf"{RATINGS_MEMBER}: line 3\b"):
+        read_movielens(path)
+
+
 def test_write_and_generate_movielens_round_trip(tmp_path):
     path = tmp_path / "w.zip"
     movies = pd.DataFrame({"movie_id": [1, 2], "title": ["A (1990)", "B: C (2000)"],
@@ -264,6 +309,81 @@ def test_malformed_meta_line_names_file_and_line(tmp_path):
     rp, mp = _amazon_files(tmp_path, [_review("U1", "B001", 1)], meta=[META_LINES[1], bad])
     with pytest.raises(ValueError, match=r"meta_Beauty\.json\.gz: line 2\b"):
         read_amazon(rp, mp)
+
+
+def _many_reviews(n):
+    # Random text so that the gzip stream is long and truncating it leaves whole lines before the cut.
+    rng = np.random.default_rng(0)
+    return [_review(f"U{i}", "B001", i, reviewText="".join(rng.choice(list("abcdefghij "), 200)))
+            for i in range(n)]
+
+
+def test_truncated_amazon_gzip_names_file_and_line(tmp_path):
+    rp, mp = _amazon_files(tmp_path, _many_reviews(2000))
+    data = rp.read_bytes()
+    rp.write_bytes(data[: len(data) // 2])
+    readable = 0
+    with pytest.raises(EOFError), gzip.open(rp, "rb") as f:
+        for _ in f:
+            readable += 1
+    assert 0 < readable < 2000
+    with pytest.raises(ValueError) as err:
+        read_amazon(rp, mp)
+    message = str(err.value)
+    assert message.startswith(f"{rp}: truncated gzip file: the compressed data ends after line {readable} ")
+    assert "fetch it again" in message
+    # the metadata file too
+    rp, mp = _amazon_files(tmp_path, [_review("U1", "B001", 1)], meta=META_LINES * 3000)
+    data = mp.read_bytes()
+    mp.write_bytes(data[: len(data) - 100])
+    with pytest.raises(ValueError, match=rf"^{mp}: truncated gzip file: the compressed data ends after line \d+ "):
+        read_amazon(rp, mp)
+
+
+def test_a_non_gzip_amazon_file_is_named(tmp_path):
+    rp, mp = _amazon_files(tmp_path, [_review("U1", "B001", 1)])
+    rp.write_text(_review("U1", "B001", 1) + "\n")  # the JSON itself, not gzipped
+    with pytest.raises(ValueError, match=rf"^{rp}: not a gzip file \(Not a gzipped file"):
+        read_amazon(rp, mp)
+    rp, mp = _amazon_files(tmp_path, [_review("U1", "B001", 1)])
+    mp.write_bytes(b"<html>404</html>")  # e.g. an error page saved under the file's name
+    with pytest.raises(ValueError, match=rf"^{mp}: not a gzip file"):
+        read_amazon(rp, mp)
+
+
+@pytest.mark.parametrize("key", ["reviewerID", "asin"])
+@pytest.mark.parametrize("value", [None, "", 17])
+def test_a_null_review_id_is_rejected_with_file_and_line(tmp_path, key, value):
+    bad = json.loads(_review("U2", "B001", 2))
+    bad[key] = value
+    rp, mp = _amazon_files(tmp_path, [_review("U1", "B001", 1), json.dumps(bad)])
+    with pytest.raises(ValueError) as err:
+        read_amazon(rp, mp)
+    assert str(err.value).startswith(f"{rp}: line 2: not a review JSON object with reviewerID, asin and "
+                                     f"unixReviewTime ({key} is {value!r}, not a non-empty string)")
+
+
+def test_a_byte_order_mark_is_tolerated_in_amazon_files(tmp_path):
+    reviews = [_review("U1", "B001", 1), _review("U2", "B002", 2)]
+    rp, mp = _amazon_files(tmp_path, reviews)
+    plain = read_amazon(rp, mp)
+    rp, mp = _amazon_files(tmp_path, [BOM + reviews[0], reviews[1]], meta=[BOM + META_LINES[0], *META_LINES[1:]])
+    items, inter = read_amazon(rp, mp)
+    pd.testing.assert_frame_equal(inter, plain[1])
+    pd.testing.assert_frame_equal(items, plain[0])
+
+
+def test_json_lines_reader_names_a_truncated_gzip(tmp_path):
+    # Amazon 2018 metadata and Yelp businesses go through first_json_records.
+    from hrq.data.amazon import first_json_records
+
+    path = tmp_path / "meta_Musical_Instruments.json.gz"
+    with gzip.open(path, "wt") as f:
+        f.writelines(json.dumps({"asin": f"A{i}", "title": "x" * (i % 97)}) + "\n" for i in range(20000))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"^{path}: truncated gzip file: the compressed data ends after line [1-9]\d* "):
+        first_json_records(path, "asin", {"A1"}, gzipped=True)
 
 
 # ---------------------------------------------------------------------------- sequences

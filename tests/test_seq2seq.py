@@ -14,6 +14,8 @@ from hrq.seq2seq import (
     Seq2SeqConfig,
     build_model,
     generate_ranked,
+    invalid_at,
+    lr_factor,
     ndcg_at,
     pad_sources,
     pick_device,
@@ -201,7 +203,107 @@ def test_trained_model_ranks_true_target_first():
     ranked = _check_ranked(generate_ranked(model, sources, trie, num_beams=5, top_k=5), trie, 5, 3)
     ranks = rank_of(ranked, targets)
     assert recall_at(ranks, 1) >= 7 / 8
+    # free decoding: the trained model spells its targets out without the trie's help
+    free = generate_ranked(model, sources, trie, num_beams=5, top_k=5, decoding="free")
+    assert free.shape == ranked.shape
+    assert all(b in trie for b in free.view(-1, 3).tolist() if b != [-1, -1, -1])
+    assert recall_at(rank_of(free, targets), 1) >= 7 / 8
     assert model.training  # mode restored after decoding
+
+
+class _ScriptedModel(torch.nn.Module):
+    """Stands in for T5: ``generate`` returns fixed beams and records its keyword arguments."""
+
+    def __init__(self, beams):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.beams, self.calls = torch.tensor(beams), []
+
+    def generate(self, input_ids, **kwargs):
+        self.calls.append(kwargs)
+        return self.beams.repeat(input_ids.shape[0], 1)
+
+
+# one query's 8 beams (decoder start, 3 code tokens, EOS) over levels of sizes 3, 3, 2:
+# level ids 2-4, 5-7, 8-9; the valid multitokens are A, B and C
+A, B, C = [2, 5, 8], [3, 6, 9], [4, 7, 8]
+SCRIPTED = [
+    [PAD, 5, 5, 8, EOS],      # a level-1 token in the level-0 slot: names nothing
+    [PAD, *A, EOS],
+    [PAD, 2, EOS, PAD, PAD],  # stopped early
+    [PAD, *B, EOS],
+    [PAD, 4, 6, 8, EOS],      # well-formed, but no entity has it
+    [PAD, *A, EOS],           # repeat of A
+    [PAD, *C, 9],             # C's tokens, but the sequence goes on instead of ending
+    [PAD, *C, EOS],
+]
+
+
+def test_free_decoding_keeps_invalid_beams_in_their_slots():
+    trie = PrefixTrie(torch.tensor([A, B, C]))
+    model = _ScriptedModel(SCRIPTED)
+    free = generate_ranked(model, [[2, 5], [3]], trie, num_beams=8, top_k=8, decoding="free")
+    assert "prefix_allowed_tokens_fn" not in model.calls[-1]
+    none = [-1, -1, -1]
+    assert free.tolist() == [[none, A, none, B, none, none, none, C]] * 2
+    assert rank_of(free, torch.tensor([B, C])).tolist() == [3, 7]  # an invalid beam costs its slot
+    assert invalid_at(free, 8) == pytest.approx(5 / 8)
+    assert invalid_at(free, 4) == pytest.approx(2 / 4)
+    # constrained: the same beams (the trie would have prevented the invalid ones) rank A, B, C first
+    constrained = generate_ranked(model, [[2, 5]], trie, num_beams=8, top_k=8)
+    assert model.calls[-1]["prefix_allowed_tokens_fn"] is trie
+    assert constrained.tolist() == [[A, B, C] + [none] * 5]
+    assert invalid_at(constrained, 3) == 0.0
+    with pytest.raises(ValueError, match="decoding"):
+        generate_ranked(model, [[2]], trie, num_beams=8, top_k=8, decoding="greedy")
+
+
+def test_free_decoding_of_an_untrained_model_returns_only_entities_or_misses():
+    vocab = MultitokenVocab([4, 4, 3])
+    gen = torch.Generator().manual_seed(3)
+    trie = PrefixTrie(vocab.encode(torch.unique(random_codes(12, vocab.level_sizes, gen), dim=0)))
+    model = build_model(vocab.size, TINY)
+    sources = vocab.encode(random_codes(4, vocab.level_sizes, gen))
+    free = generate_ranked(model, sources, trie, num_beams=10, top_k=10, decoding="free")
+    assert free.shape == (4, 10, 3)
+    assert all(b in trie for b in free.view(-1, 3).tolist() if b != [-1, -1, -1])
+    assert 0.0 <= invalid_at(free, 10) <= 1.0
+    assert invalid_at(generate_ranked(model, sources, trie, num_beams=10, top_k=10), 10) == 0.0
+
+
+@pytest.mark.parametrize("schedule", ["constant", "inverse_sqrt"])
+def test_lr_follows_the_schedule_update_by_update(schedule, monkeypatch):
+    warmup, lr = 4, 0.01
+    f = lr_factor(schedule, warmup)
+    if schedule == "inverse_sqrt":
+        assert [f(n) for n in range(warmup)] == [1.0] * warmup  # constant during the warm-up
+        for n in (4, 9, 16, 100, 10_000):
+            assert f(n) == pytest.approx(math.sqrt(warmup / n))  # then proportional to 1/sqrt(step)
+        assert f(16) / f(64) == pytest.approx(2.0)
+    else:
+        assert {f(n) for n in (0, 5, 10**6)} == {1.0}
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    vocab = MultitokenVocab([3, 3, 2])
+    model = build_model(vocab.size, TINY)
+    pairs = torch.tensor([A, B])
+    history = train_seq2seq(model, pairs, pairs.flip(0), epochs=5, batch_size=1, lr=lr, schedule=schedule,
+                            warmup_steps=warmup, progress=False)
+    assert seen == pytest.approx([lr * f(n) for n in range(10)])  # 2 updates per epoch
+    assert [h["train/lr"] for h in history] == pytest.approx(seen[1::2])
+
+
+def test_lr_schedule_rejects_bad_settings():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        lr_factor("inverse_sqrt", 0)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor("cosine", 10)
 
 
 # --- metrics -------------------------------------------------------------------------------------

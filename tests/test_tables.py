@@ -366,6 +366,15 @@ def test_plot_recall_vs_h(tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_plot_recall_vs_h_draws_baselines_as_labelled_horizontal_lines():
+    fig = _recall_vs_h_figure(_cells(), k=4, s=256, metric="recall@10", methods=("rq", "hrq"),
+                              baselines={"Frequency (baseline)": 0.42, "Composition (baseline)": 0.8})
+    ax = fig.axes[0]
+    flat = {ln.get_label(): set(ln.get_ydata()) for ln in ax.get_lines() if "baseline" in ln.get_label()}
+    assert flat == {"Frequency (baseline): 42.0%": {0.42}, "Composition (baseline): 80.0%": {0.8}}
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= set(flat)
+
+
 def test_plot_token_space(tmp_path):
     rng = np.random.default_rng(0)
     n = 300

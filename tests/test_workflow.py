@@ -19,6 +19,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Hang detection only: a correct run on a loaded 2-core machine took 822-900+ s, so no test may
+# fail for being slow; an hour means something hangs.
+HANG_GUARD = 3600
+pytestmark = pytest.mark.slow
 SMOKE = {
     "preset": "smoke",
     "presets": {
@@ -47,7 +51,9 @@ SMOKE = {
                 "embedding": {"backend": "sentence-transformers", "model": "<tiny_model>", "batch_size": 16},
                 # A codebook strategy (per-level sizes, HG-Rec §3.2) as the grid's s: paths k2_s4-8_h4.
                 "grid": {"k": [2], "s": [[4, 8]], "h": [4]},
-                "tokenizer": {"hidden_dims": [16], "epochs": 3, "batch_size": 32, "lr": [0.003, 0.001]},
+                # batch 8: 12 steps, so dead-code replacement can act (3 steps of 32 left level 0
+                # on one code when the latents drifted off their k-means init)
+                "tokenizer": {"hidden_dims": [16], "epochs": 3, "batch_size": 8, "lr": [0.003, 0.001]},
                 "seq2seq": {"d_model": 16, "d_ff": 32, "num_layers": 1, "num_heads": 2, "d_kv": 8,
                             "epochs": 2, "batch_size": 64, "lr": 0.003, "eval_every": 1},
                 "figure4": {"dataset": "movielens_generated", "k": 2, "s": 4, "epochs": 3},
@@ -58,7 +64,7 @@ SMOKE = {
 TABLES = ["table1", "table2", "table3", "table4", "training_time", "tokenizers_hierarchy", "tokenizers_recommendation"]
 
 
-def snakemake(workdir, *args, check=True, timeout=900, **popen):
+def snakemake(workdir, *args, check=True, timeout=HANG_GUARD, **popen):
     cmd = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--configfile", str(workdir / "smoke.yaml")]
     env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
@@ -105,11 +111,19 @@ def test_all_tables_and_figures_are_built(run):
     assert set(t2["metric"]) == {"ndcg@5", "recall@5", "ndcg@10", "recall@10"}
     assert (t2.loc[t2["method"] != "most_popular", "n"] == 2).all()
     t1 = pd.read_parquet(out / "tables" / "table1.parquet")
-    assert set(t1["metric"]) == {"recall@10", "recall@10_nonfrequent", "embedding oracle recall@10",
-                                 "embedding oracle recall@10_nonfrequent"}
+    assert set(t1["metric"]) == {"recall@10", "recall@10_nonfrequent", "recall@10_nonderivable",
+                                 "embedding oracle recall@10", "embedding oracle recall@10_nonfrequent",
+                                 "embedding oracle recall@10_nonderivable"}
     freq = t1[t1["method"] == "frequency"].set_index("metric")["mean"]
     assert freq["recall@10_nonfrequent"] == 0.0 and 0 < freq["recall@10"] <= 1
-    assert "Frequency (baseline)" in (out / "tables" / "table1.md").read_text()
+    comp = t1[t1["method"] == "composition"].set_index("metric")["mean"]
+    assert set(comp.index) == {"recall@10", "recall@10_nonfrequent", "recall@10_nonderivable"}
+    assert comp["recall@10"] >= comp["recall@10_nonderivable"]  # derivable pairs are in its answer
+    models = t1[t1["method"].isin(["rq", "hrq"]) & (t1["metric"] == "recall@10_nonderivable")]
+    assert len(models) == 2 and (models["n"] == 2).all()
+    t1_md = (out / "tables" / "table1.md").read_text()
+    assert "Frequency (baseline)" in t1_md and "Composition (baseline)" in t1_md
+    assert re.search(r"synthetic_taxonomy: \d+ test relations, .*% of them non-derivable from train", t1_md)
     for fig in ("fig1_synthetic_taxonomy.png", "fig4_movielens_generated.png"):
         assert (out / "figures" / fig).read_bytes()[:4] == b"\x89PNG"
     usage = list((out / "tokens").rglob("usage.png"))
@@ -118,8 +132,8 @@ def test_all_tables_and_figures_are_built(run):
     assert not [p for p in out.rglob(".*tmp*")]
     # one log per job: 2 data + 1 descriptions + 1 embedding + 2x2 hierarchy tokenizers
     # + 4 seq2seq + (2+2+1 lrs)x2 item tokenizers + 10 recommenders + 5 cells + 2 baselines
-    # + 7 tables + 2 figures
-    assert len(list((out / "logs").rglob("*.log"))) == 48
+    # + 7 tables + 2 figures + 7 report pages (one HTML page per table, for `--report`)
+    assert len(list((out / "logs").rglob("*.log"))) == 55
     texts = pd.read_parquet(out / "text/movielens_generated/descriptions.parquet")
     assert (texts["source"] == "template").all() and texts["text"].str.contains(" film").all()
     t2_md = (out / "tables" / "table2.md").read_text()
@@ -204,7 +218,11 @@ def test_mlflow_has_one_parent_per_cell_and_one_child_per_job(run):
     parent = client.search_runs([exp.experiment_id], "tags.`hrq.kind` = 'cell'")[0]
     assert parent.data.metrics["recall_at_10/n"] == 2
     assert "recall_at_10/mean" in parent.data.metrics
-    job = client.search_runs([exp.experiment_id], "attributes.run_name = 'seed0 tokenizer'")[0]
+    job = client.search_runs([exp.experiment_id], "attributes.run_name LIKE '%seed0 tokenizer%'")[0]
+    assert job.info.run_name == "hrq k2 s8 h4 seed0 tokenizer · synthetic_taxonomy" or \
+        job.info.run_name == "rq k2 s8 h4 seed0 tokenizer · synthetic_taxonomy", job.info.run_name
+    # its two data files (nodes, relations) are the run's MLflow dataset inputs, with digests
+    assert len(job.inputs.dataset_inputs) == 2 and all(i.dataset.digest for i in job.inputs.dataset_inputs)
     curve = client.get_metric_history(job.info.run_id, "tokenizer/train/loss")
     assert [m.step for m in curve] == [0, 1, 2, 3]  # one point per epoch
     assert job.data.params["tokenizer.epochs"] == "4"
@@ -261,7 +279,7 @@ def test_a_killed_job_leaves_no_output_and_a_rerun_completes(run):
     time.sleep(3)  # inside the job: imports done or training under way
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode != 0, out
     assert not target.exists()
     assert not list(target.parent.glob(".*tmp*"))

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jsonschema
 import yaml
@@ -61,12 +62,19 @@ def _message(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
-def validate_config(config: Mapping[str, Any]) -> None:
-    """Raise :class:`ConfigError` listing every schema violation with its key path."""
+def validate_config(config: Mapping[str, Any], typed: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` listing every schema violation with its key path (and, for a
+    key given on the command line, the user's ``--config`` text from ``typed``)."""
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = [f"  {_key_path(e.absolute_path)}: {_message(e)}" for e in errors]
+        typed = typed or {}
+
+        def given(error) -> str:
+            top = next(iter(error.absolute_path), None)
+            return f" (you gave --config {typed[top]})" if top in typed else ""
+
+        lines = [f"  {_key_path(e.absolute_path)}: {_message(e)}{given(e)}" for e in errors]
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     _check_references(config)
 
@@ -137,13 +145,61 @@ def _preset_chain(presets: Mapping[str, Any], preset: str) -> list[str]:
     return chain[::-1]
 
 
-def resolve_config(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def typed_value(value: Any) -> Any:
+    """A ``--config`` value with the types the user meant.
+
+    Snakemake parses a top-level ``--config key=value`` as int, float or bool, but the items of
+    a list or mapping (``seeds=[0,1]``, ``hierarchy='{grid: {h: [8]}}'``) stay strings (YAML's
+    BaseLoader), which the schema then rejects. Strings that spell a number, a bool or null
+    become one; everything else stays as typed."""
+    if isinstance(value, Mapping):
+        return {k: typed_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [typed_value(v) for v in value]
+    if isinstance(value, str):
+        if _NUMBER.fullmatch(value):
+            return int(value) if re.fullmatch(r"[+-]?\d+", value) else float(value)
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        if lowered in ("null", "~", "none"):
+            return None
+    return value
+
+
+def command_line_texts(argv: Sequence[str]) -> dict[str, str]:
+    """``{key: "key=value"}`` of the ``--config`` entries in a command line, as typed, so a
+    config error can show the user's own words."""
+    texts, in_config = {}, False
+    for arg in argv:
+        if arg in ("--config", "-C"):
+            in_config = True
+        elif arg.startswith("-"):
+            in_config = False
+        elif in_config and "=" in arg:
+            texts[arg.split("=", 1)[0]] = arg
+    return texts
+
+
+def resolve_config(config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                   command_line: Mapping[str, Any] | None = None,
+                   command_line_text: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Merge ``config['presets'][config['preset']]`` over ``config``, then ``overrides`` (the
     user's ``--configfile``/``--config`` values, which therefore beat the preset), and validate.
+
+    ``command_line``: the ``--config`` values alone (Snakemake's ``config_settings.config``);
+    their string items are given their types (:func:`typed_value`) and they win over
+    ``overrides``. ``command_line_text``: ``{key: "key=value"}`` as the user typed them
+    (:func:`command_line_texts`), quoted in errors about those keys.
 
     The returned dict keeps ``preset`` and ``presets`` so it can be validated again; the
     stages read only the merged top-level sections.
     """
+    if command_line:
+        overrides = deep_merge(overrides or {}, {k: typed_value(v) for k, v in command_line.items()})
     if not isinstance(config, Mapping):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
     presets = config.get("presets") or {}
@@ -156,7 +212,7 @@ def resolve_config(config: Mapping[str, Any], overrides: Mapping[str, Any] | Non
         merged = deep_merge(merged, {k: v for k, v in (presets[name] or {}).items() if k != "extends"})
     user = {k: v for k, v in (overrides or {}).items() if k not in ("preset", "presets")}
     merged = deep_merge(merged, user)
-    validate_config(merged)
+    validate_config(merged, command_line_text)
     return merged
 
 

@@ -7,12 +7,14 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from hrq.config import ConfigError, resolve_config, uses_gpu
+from hrq.config import ConfigError, command_line_texts, resolve_config, uses_gpu
 from hrq.grid import codebook_label, grid_s
 
 try:
-    # --configfile/--config values win over the preset (e.g. `--config device=cuda`).
-    CFG = resolve_config(config, workflow.config_settings.overwrite_config)
+    # --configfile/--config values win over the preset (e.g. `--config device=cuda`); the
+    # --config ones get their types back (`seeds=[0,1]` arrives as ['0', '1']).
+    CFG = resolve_config(config, workflow.config_settings.overwrite_config, workflow.config_settings.config,
+                         command_line_texts(sys.argv))
 except ConfigError as err:
     raise WorkflowError(str(err))
 
@@ -81,7 +83,27 @@ def cell_of(w):
     return {"dataset": w.dataset, "method": w.method, "k": int(w.k), "s": grid_s(w.s), "h": int(w.h)}
 
 
+TASK_SECTIONS = {"table1": ("hierarchy", HIER), "table2": ("recommendation", REC)}
+
+
+def check_in_grid(table, w):
+    """Refuse a target (a cell, a seed's tokens or metrics) outside the configured task: a path
+    such as .../k3_s16_h99.parquet would otherwise be planned and trained without a word."""
+    name, section = TASK_SECTIONS[table]
+    grid = section["grid"]
+    wanted = {"dataset": (w.dataset, section["datasets"]), "method": (w.method, list(section["methods"])),
+              "k": (int(w.k), grid["k"]), "s": (w.s, [codebook_label(s) for s in grid["s"]]),
+              "h": (int(w.h), grid["h"])}
+    outside = [f"{key} {value} is not in {name}.{'grid.' if key in grid else ''}{key} {allowed}"
+               for key, (value, allowed) in wanted.items() if value not in allowed]
+    if outside:
+        raise WorkflowError(f"{w.dataset}/{w.method}/k{w.k}_s{w.s}_h{w.h} is outside the configured {name} task "
+                            f"(preset {PRESET}): " + "; ".join(outside) + ". Add it to the config (e.g. "
+                            f"--config '{name}={{grid: {{h: [..]}}}}') or ask for a configured cell.")
+
+
 def tracking(table, w, job_key=None, run_name=None):
+    check_in_grid(table, w)
     spec = {"results_dir": RESULTS, "experiment": f"{PRESET}/{table}", "cell": cell_of(w)}
     if job_key is not None:
         spec.update(job_key=job_key, run_name=run_name)
@@ -94,6 +116,26 @@ def init_tracking_store():
     init_store(default_tracking_uri(RESULTS), RESULTS)
 
 
+def check_tracking_store():
+    """Say so when the MLflow store lacks runs whose records lie under results_dir (a deleted or
+    emptied mlflow.db): Snakemake would report "Nothing to be done" and never log them again.
+    Runs at parse time (onstart is skipped when nothing is to be done), in the main process."""
+    from snakemake.logging import logger
+
+    from hrq.runrecords import default_tracking_uri, store_warning
+
+    message = store_warning(default_tracking_uri(RESULTS), RESULTS)
+    if message:
+        logger.warning(f"WARNING: {message}")
+
+
+if workflow.is_main_process:
+    check_tracking_store()
+
+
 def stage_shell(stage):
+    # One log per job. The stage keeps each attempt's log as <log>.attempt-<start>-<pid> until the
+    # attempt succeeds (hrq.attemptlog), so a retry does not lose it. Keep this text stable:
+    # Snakemake reruns every job whose shell command changed.
     return (f"OMP_NUM_THREADS={{threads}} MKL_NUM_THREADS={{threads}} {PY} -m hrq.stages {stage} "
             "--job {params.job:q} > {log:q} 2>&1")

@@ -1,3 +1,5 @@
+# `snakemake --lint` flags "mixed rules and functions" here: the helpers below serve only this
+# file's rules and read best beside them (common.smk holds what several files share).
 # Data: generate or parse each dataset into Parquet; embed catalog items.
 
 
@@ -10,9 +12,12 @@ rule prepare_hierarchy_data:
     params:
         **stage_params(lambda w, input, output: {
             "name": w.dataset, "task": "hierarchy", "spec": CFG["datasets"][w.dataset],
-            "test_fraction": HIER["test_fraction"], "split_seed": HIER["split_seed"]}),
+            "test_fraction": HIER["test_fraction"], "split_seed": HIER["split_seed"], "split": HIER["split"]}),
     log:
         f"{R}/logs/prepare_hierarchy_data/{{dataset}}.log",
+    # A parse error is deterministic: never rerun by the profile's `retries` (downloads retry
+    # themselves, hrq.data.download.ensure_file).
+    retries: 0
     shell:
         stage_shell("prepare-data")
 
@@ -27,9 +32,10 @@ rule prepare_catalog_data:
     params:
         **stage_params(lambda w, input, output: {
             "name": w.dataset, "task": "recommendation", "spec": CFG["datasets"][w.dataset],
-            "raw_dir": CFG["raw_dir"]}),
+            "raw_dir": CFG["raw_dir"], "truncation": REC.get("truncation", "before_split")}),
     log:
         f"{R}/logs/prepare_catalog_data/{{dataset}}.log",
+    retries: 0  # deterministic, as prepare_hierarchy_data
     shell:
         stage_shell("prepare-data")
 

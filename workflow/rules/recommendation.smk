@@ -1,3 +1,5 @@
+# `snakemake --lint` flags "mixed rules and functions" here: the helpers below serve only this
+# file's rules and read best beside them (common.smk holds what several files share).
 # Hierarchy discovery (Tables 2-4, Figure 4): (H)RQ-VAE tokenizer (or the Random baseline) per
 # seed on item embeddings, then a TIGER-style generative recommender per seed.
 # One tokenizer per learning rate of `recommendation.tokenizer.lr` (App. C.2); the cell keeps the
@@ -54,7 +56,7 @@ rule recommendation:
     params:
         **stage_params(lambda w, input, output: {
             "seed": int(w.seed), "seq2seq": REC["seq2seq"], "device": CFG["device"],
-            "selection": REC["selection"],
+            "selection": REC["selection"], "truncation": REC.get("truncation", "before_split"),
             "min_length": CFG["datasets"][w.dataset].get("min_length", 5),
             "max_length": CFG["datasets"][w.dataset].get("max_length", 20),
             "tracking": tracking("table2", w, output.metrics, f"seed{w.seed} lr{w.lr} recommender")}),

@@ -22,6 +22,8 @@ import html
 import json
 import logging
 import re
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ __all__ = [
     "fetch_amazon",
     "item_text",
     "meta_url",
+    "raw_lines",
     "read_amazon",
     "reviews_url",
 ]
@@ -70,25 +73,48 @@ def fetch_amazon(category: str, directory: str | Path) -> tuple[Path, Path]:
             ensure_file(meta_url(category), directory / f"meta_{category}.json.gz"))
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def raw_lines(path: Path, *, gzipped: bool) -> Iterator[tuple[int, bytes]]:
+    """``(1-based line number, line)`` of a (gzip) file, a UTF-8 BOM at its start dropped.
+
+    A file that is not gzip, or whose compressed stream is cut short (an interrupted download)
+    or corrupt, raises ``ValueError`` naming the file and the last line read, instead of a bare
+    ``EOFError``/``BadGzipFile``.
+    """
+    lineno = 0
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            for lineno, line in enumerate(f, start=1):
+                yield lineno, line[len(_BOM):] if lineno == 1 and line.startswith(_BOM) else line
+    except EOFError as exc:
+        raise ValueError(f"{path}: truncated gzip file: the compressed data ends after line {lineno} ({exc}); "
+                         "the file is incomplete (an interrupted download?): delete it and fetch it again") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        where = "not a gzip file" if lineno == 0 else f"corrupt gzip data after line {lineno}"
+        raise ValueError(f"{path}: {where} ({exc}); delete it and fetch it again") from None
+
+
 def first_json_records(path: Path, key: str, needed: set[str], *, gzipped: bool) -> dict[str, dict]:
     """The first JSON-object line of each ``key`` value in ``needed``, from a JSON-lines file.
 
     Every line is parsed, so a malformed line anywhere is reported (file and 1-based line).
     """
     found: dict[str, dict] = {}
-    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = _json_loads(line)
-            except ValueError as exc:  # also UnicodeDecodeError
-                raise ValueError(f"{path}: line {lineno}: not a JSON object ({exc})") from None
-            value = record.get(key) if isinstance(record, dict) else None
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{path}: line {lineno}: expected a JSON object with a string {key!r}")
-            if value in needed and value not in found:
-                found[value] = record
+    for lineno, line in raw_lines(path, gzipped=gzipped):
+        if not line.strip():
+            continue
+        try:
+            record = _json_loads(line)
+        except ValueError as exc:  # also UnicodeDecodeError
+            raise ValueError(f"{path}: line {lineno}: not a JSON object ({exc})") from None
+        value = record.get(key) if isinstance(record, dict) else None
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{path}: line {lineno}: expected a JSON object with a string {key!r}"
+                             + (f", got {key!r}: {value!r}" if isinstance(record, dict) and key in record else ""))
+        if value in needed and value not in found:
+            found[value] = record
     return found
 
 
@@ -131,21 +157,29 @@ def item_text(meta: dict) -> str:
     return "\n".join(lines) if lines else f"Item {meta.get('asin', '')}".strip()
 
 
+def _id(review: dict, key: str) -> str:
+    """A non-empty string id (``reviewerID``, ``asin``); null, empty or non-string is an error,
+    never the id ``"None"``."""
+    value = review[key]
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{key} is {value!r}, not a non-empty string")
+    return value
+
+
 def _read_reviews(path: Path) -> pd.DataFrame:
     users, asins, times = [], [], []
-    with gzip.open(path, "rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                review = _json_loads(line)
-                users.append(str(review["reviewerID"]))
-                asins.append(str(review["asin"]))
-                times.append(int(review["unixReviewTime"]))
-            except (ValueError, KeyError, TypeError) as exc:
-                detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-                raise ValueError(f"{path}: line {lineno}: not a review JSON object with reviewerID, asin "
-                                 f"and unixReviewTime ({detail})") from None
+    for lineno, line in raw_lines(path, gzipped=True):
+        if not line.strip():
+            continue
+        try:
+            review = _json_loads(line)
+            users.append(_id(review, "reviewerID"))
+            asins.append(_id(review, "asin"))
+            times.append(int(review["unixReviewTime"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{path}: line {lineno}: not a review JSON object with reviewerID, asin "
+                             f"and unixReviewTime ({detail})") from None
     return pd.DataFrame({
         "user": pd.Series(users, dtype="str"),
         "raw_item": pd.Series(asins, dtype="str"),
@@ -155,23 +189,26 @@ def _read_reviews(path: Path) -> pd.DataFrame:
 
 def _read_meta(path: Path, needed: set[str]) -> dict[str, dict]:
     found: dict[str, dict] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            match = _ASIN_RE.search(line)
-            if match is None:
-                raise ValueError(f"{path}: line {lineno}: no 'asin' in the metadata line {line[:80]!r}")
-            asin = match.group(1)
-            if asin not in needed or asin in found:
-                continue
-            try:
-                meta = ast.literal_eval(line)
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-                raise ValueError(f"{path}: line {lineno}: not a Python dict literal ({exc})") from None
-            if not isinstance(meta, dict) or meta.get("asin") != asin:
-                raise ValueError(f"{path}: line {lineno}: expected a dict with 'asin': {asin!r}")
-            found[asin] = meta
+    for lineno, raw in raw_lines(path, gzipped=True):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: line {lineno}: not UTF-8 ({exc})") from None
+        if not line.strip():
+            continue
+        match = _ASIN_RE.search(line)
+        if match is None:
+            raise ValueError(f"{path}: line {lineno}: no 'asin' in the metadata line {line[:80]!r}")
+        asin = match.group(1)
+        if asin not in needed or asin in found:
+            continue
+        try:
+            meta = ast.literal_eval(line)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            raise ValueError(f"{path}: line {lineno}: not a Python dict literal ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("asin") != asin:
+            raise ValueError(f"{path}: line {lineno}: expected a dict with 'asin': {asin!r}")
+        found[asin] = meta
     return found
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
+import time
 import urllib.request
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def _manual_hint(path: Path, expected: dict[str, str]) -> str:
 
 
 def ensure_file(url: str, path: str | Path, *, md5: str | None = None, sha256: str | None = None,
-                timeout: float = 60) -> Path:
+                timeout: float = 60, retries: int = 2, retry_wait: float = 5.0) -> Path:
     """Return ``path``, downloading it from ``url`` first if it is missing; verify its checksum.
 
     Args:
@@ -104,6 +105,10 @@ def ensure_file(url: str, path: str | Path, *, md5: str | None = None, sha256: s
             the SHA-256 of the first download (or of a file found in place) is recorded in
             ``<path>.sha256`` and later uses are checked against it.
         timeout: seconds for connecting and for each read.
+        retries: how many times a failed transfer (:class:`DownloadError`: network error,
+            truncated body) is tried again, after ``retry_wait`` seconds, doubling. This is the
+            only retry a download gets: the workflow's data rules are not retried, because
+            their other failures (a malformed file) are deterministic.
 
     Raises:
         ChecksumError: the existing file, or the downloaded content, has the wrong digest.
@@ -124,6 +129,25 @@ def ensure_file(url: str, path: str | Path, *, md5: str | None = None, sha256: s
                 f"{url}, or replace it with the right file.")
         return path
 
+    wait = retry_wait
+    for attempt in range(retries + 1):
+        try:
+            actual = _download(url, path, expected, source, algorithms, timeout)
+            break
+        except DownloadError as exc:
+            if attempt == retries:
+                raise
+            logger.warning("%s Trying again in %.0f s (try %d of %d).", exc, wait, attempt + 2, retries + 1)
+            time.sleep(wait)
+            wait *= 2
+    if not expected:
+        _record_first_use(path, actual["sha256"], url)
+    return path
+
+
+def _download(url: str, path: Path, expected: dict[str, str], source: str, algorithms: tuple[str, ...],
+              timeout: float) -> dict[str, str]:
+    """Stream ``url`` into ``path`` atomically; the digests of what was received."""
     hashes = {name: hashlib.new(name) for name in algorithms}
     received = 0
     with atomic_output(path) as tmp, open(tmp, "wb") as out:
@@ -157,6 +181,4 @@ def ensure_file(url: str, path: str | Path, *, md5: str | None = None, sha256: s
         if bad := _mismatches(expected, actual):
             raise ChecksumError(f"the content downloaded from {url} has the wrong checksum ({'; '.join(bad)}; "
                                 f"{source}); nothing was written to {path}.")
-    if not expected:
-        _record_first_use(path, actual["sha256"], url)
-    return path
+    return actual

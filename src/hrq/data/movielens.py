@@ -71,9 +71,15 @@ def _read_member(zf: zipfile.ZipFile, zip_path: Path, member: str) -> bytes:
                          "is it MovieLens-10M's ml-10m.zip?") from None
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _parse_movies(data: bytes, where: str) -> pd.DataFrame:
     raw_ids, titles, years, genres = [], [], [], []
     seen: dict[str, int] = {}
+    # A UTF-8 byte order mark at the start is no part of the first MovieID (as in ratings.dat,
+    # whose CSV parser drops it).
+    data = data[len(_BOM):] if data.startswith(_BOM) else data
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         try:
             line = raw.decode("utf-8").rstrip("\r")
@@ -112,6 +118,7 @@ def _first_bad_rating_line(data: bytes) -> tuple[int, bytes] | None:
 
 
 def _parse_ratings(data: bytes, where: str) -> pd.DataFrame:
+    data = data[len(_BOM):] if data.startswith(_BOM) else data  # tolerated, as in movies.dat
     def malformed(detail: str) -> ValueError:
         bad = _first_bad_rating_line(data)
         if bad is None:

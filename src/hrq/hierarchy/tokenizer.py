@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from hrq.checks import LossMonitor
 from hrq.manifold import BALL_EPS, poincare_ball
 from hrq.quantize import ResidualQuantizer, append_dedup_token
 from hrq.quantize.distance import nearest_scores
@@ -249,6 +250,7 @@ def train_hierarchy_tokenizer(
     embedding_opt = geoopt.optim.SparseRiemannianSGD([model.embedding], lr=start_lr)
     optimizers = [embedding_opt, books]
     history = []
+    monitor = LossMonitor()
     bar = tqdm(range(epochs), desc=f"{model.geometry} tokenizer", disable=not progress, leave=False)
     for epoch in bar:
         if epoch == warmup_epochs:
@@ -256,15 +258,15 @@ def train_hierarchy_tokenizer(
                 for group in opt.param_groups:
                     group["lr"] = lr
         if epoch == min(warmup_epochs, epochs - 1) and getattr(model.quantizer, "kmeans_init", False):
-            model.quantizer.initialized.fill_(False)
-            model.train()
-            with torch.no_grad():
-                model.quantizer(model.embedding.detach())  # k-means init on all embeddings
+            model.quantizer.init_from(model.embedding.detach())  # k-means per level on all embeddings
         model.train()
-        total = rel_total = q_total = 0.0
+        # Loss sums stay on the device and are read once per epoch: a float() per step would
+        # synchronise the device three times a step.
+        sums = torch.zeros(3, device=device)
         count = 0
+        monitor.start_epoch(epoch)
         start_time = time.perf_counter()
-        for child, parent, neg, valid in sampler.batches(batch_size):
+        for step, (child, parent, neg, valid) in enumerate(sampler.batches(batch_size)):
             rel = model.relation_loss(child, parent, neg, valid)
             q = model.quantizer_loss(torch.cat([child, parent]))
             # Both terms are batch means, as in Nickel & Kiela's code (whose batch size 50 and
@@ -278,14 +280,15 @@ def train_hierarchy_tokenizer(
             for opt in optimizers:
                 opt.step()
             model.project_(child, parent, neg)
+            monitor.observe(loss, step)
             n = child.numel()
-            total += float(loss.detach()) * n
-            rel_total += float(rel.detach()) * n
-            q_total += float(q.detach()) * n
+            sums += torch.stack([loss.detach(), rel.detach(), q.detach()]) * n
             count += n
-        seconds = time.perf_counter() - start_time  # the float() reads above synchronise
-        metrics = {"train/loss": total / count, "train/relation_loss": rel_total / count,
-                   "train/quantizer_loss": q_total / count, "train/epoch_seconds": seconds}
+        total, rel_total, q_total = (sums / count).tolist()  # synchronises: the epoch's work is done
+        seconds = time.perf_counter() - start_time
+        monitor.check()  # a diverged epoch stops the job before anything is written
+        metrics = {"train/loss": total, "train/relation_loss": rel_total,
+                   "train/quantizer_loss": q_total, "train/epoch_seconds": seconds}
         metrics.update(model.quantizer.code_stats(model.codes()).as_dict())
         history.append(metrics)
         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")

@@ -1,6 +1,7 @@
 """Autoencoders that learn multitokens: RQ-VAE and HRQ-VAE."""
 
 from hrq.models.rqvae import ResidualQuantizedVAE, VAEOutput, riemannian_optimizer
-from hrq.models.training import evaluate_vae, train_vae
+from hrq.models.training import evaluate_vae, init_codebooks, min_kmeans_sample, train_vae
 
-__all__ = ["ResidualQuantizedVAE", "VAEOutput", "evaluate_vae", "riemannian_optimizer", "train_vae"]
+__all__ = ["ResidualQuantizedVAE", "VAEOutput", "evaluate_vae", "init_codebooks", "min_kmeans_sample",
+           "riemannian_optimizer", "train_vae"]

@@ -17,6 +17,7 @@ import geoopt
 import torch
 from torch import nn
 
+from hrq.checks import require_finite
 from hrq.manifold import poincare_ball
 from hrq.nn import mlp
 from hrq.quantize import ResidualQuantizer, level_sizes
@@ -189,7 +190,11 @@ class ResidualQuantizedVAE(nn.Module):
         return q_geometry, curvature
 
     def to_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [N, d] -> x_s [N, h]``, the vector the quantizer sees (``E(exp0(x))`` on the ball)."""
+        """``x [N, d] -> x_s [N, h]``, the vector the quantizer sees (``E(exp0(x))`` on the ball).
+        In eval mode a non-finite ``x`` is refused (:func:`hrq.checks.require_finite`); training
+        steps are left to the training loop's loss check, which costs no per-step sync."""
+        if not self.training:
+            require_finite(x, f"{type(self).__name__} input")
         if self.ball is not None:
             x = self.ball.expmap0(x)
         return self.encoder(x)

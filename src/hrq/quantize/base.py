@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hrq.checks import require_finite
 from hrq.grid import codebook_label, level_sizes, parse_codebook_label
 from hrq.manifold import mobius_add
 from hrq.quantize.metrics import CodebookStats, codebook_stats
@@ -92,7 +93,9 @@ class QuantizerBase(nn.Module):
 
     Subclasses implement ``forward(x) -> QuantizerOutput`` and either keep ``codebooks`` (an
     ``nn.ParameterList``) or override :meth:`codewords`; :meth:`decode` combines the looked-up
-    codewords with :meth:`_reconstruct` (the sum, unless overridden).
+    codewords with :meth:`_reconstruct` (the sum, unless overridden). Those with a
+    data-dependent init implement :meth:`_init_level`, which :meth:`init_from` runs level by
+    level on the data's residuals.
     """
 
     geometry: str = "euclidean"
@@ -111,6 +114,12 @@ class QuantizerBase(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x of shape [N, {self.dim}], got {tuple(x.shape)}")
+        # In eval mode a NaN row would get a valid-looking code (the argmin of NaN distances is
+        # 0). Training steps are not checked here, as that would synchronise the device every
+        # step; a non-finite input makes their loss non-finite, which stops the training loop
+        # (hrq.checks.LossMonitor), and k-means samples are checked where they are drawn.
+        if not self.training:
+            require_finite(x, f"{type(self).__name__} input")
 
     def _check_codes(self, codes: torch.Tensor) -> None:
         if codes.ndim != 2 or codes.shape[-1] != self.levels:
@@ -127,6 +136,40 @@ class QuantizerBase(nn.Module):
         """Whether this forward pass is the first training batch of a k-means-initialised
         quantizer (reads the buffer, i.e. synchronises, only in that case)."""
         return self.training and self.kmeans_init and not bool(self.initialized)
+
+    def _init_level(self, level: int, r: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Set level ``level``'s codebook from that level's residuals ``r [N, dim]`` (k-means in
+        the quantizer's geometry); quantizers with a data-dependent init override it."""
+        raise NotImplementedError(f"{type(self).__name__} has no data-dependent codebook init")
+
+    @torch.no_grad()
+    def init_from(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> None:
+        """Initialise every codebook from the data ``x [N, dim]``, level by level.
+
+        Level ``l`` is set by :meth:`_init_level` (k-means in the quantizer's geometry) on the
+        residuals of ``x`` after levels ``< l``, which are already initialised; the residuals are
+        those of an eval-mode forward pass, i.e. exactly what the quantizer itself computes
+        (projection onto the ball, Möbius or tangent subtraction, nearest-codeword choice).
+        ``x`` should be many more points than codewords (e.g. the latents of all items): with
+        only a training batch, a level gets at most that many distinct codewords, and every
+        point that becomes a centroid leaves a zero residual for the next level.
+
+        Marks the quantizer initialised, so a k-means-init quantizer then skips its first-batch
+        init. ``generator``: CPU generator of the k-means++ draws (``None``: torch's global one).
+        """
+        self._check_input(x)
+        was_training = self.training
+        self.eval()
+        try:
+            for level in range(self.levels):
+                # k eval passes (one per level) instead of a per-kind residual loop: cheap
+                # against training, and by construction the residuals the forward pass sees
+                r = self(x).residuals[level]
+                self._init_level(level, r.detach(), generator)
+        finally:
+            self.train(was_training)
+        if hasattr(self, "initialized"):
+            self.initialized.fill_(True)
 
     # ------------------------------------------------------------------ decoding
     def codewords(self, level: int) -> torch.Tensor:

@@ -65,8 +65,9 @@ class HGRecQuantizer(QuantizerBase):
         dim: dimension ``n`` of the (tangent) vectors.
         curvature: ball curvature ``c > 0`` (paper: 1).
         commitment: ``β`` of eq. 8 (paper tunes it in 0.1 .. 1.0).
-        kmeans_init: initialise each level's codebook on the first training batch by Poincaré
-            k-means of ``exp0`` of that level's residuals, mapped back with ``log0`` (the paper
+        kmeans_init: initialise each level's codebook by Poincaré k-means of ``exp0`` of that
+            level's residuals, mapped back with ``log0``, on the data given to :meth:`init_from`
+            (else on the first training batch) (the paper
             does not describe its init; this is the k-means init TIGER-style RQ-VAEs use, done
             in the geometry of the codeword choice).
         kmeans_iters: Lloyd iterations of that k-means.
@@ -107,10 +108,11 @@ class HGRecQuantizer(QuantizerBase):
         return self.ball
 
     @torch.no_grad()
-    def _init_level(self, level: int, r: torch.Tensor) -> None:
+    def _init_level(self, level: int, r: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Poincaré k-means of ``exp0`` of the tangent residuals ``r [N, dim]``, mapped back by ``log0``."""
         centroids = kmeans(
             self.ball.expmap0(r), self.codebook_sizes[level], iters=self.kmeans_iters,
-            curvature=self.curvature,
+            curvature=self.curvature, generator=generator,
         )
         self.codebooks[level].copy_(self.ball.logmap0(centroids))
 

@@ -50,12 +50,18 @@ class ResidualQuantizer(QuantizerBase):
         loss_distance: ``"squared_norm"`` (Algorithm 1) or ``"hyperbolic"``, the squared
             hyperbolic distance in place of ``||.||^2`` (HG-Rec eq. 8; Poincaré only).
         kmeans_init: initialise each level's codebook by k-means (in the quantizer's geometry)
-            on that level's residuals of the first training batch.
+            on that level's residuals: of the data given to :meth:`init_from` (what
+            :func:`~hrq.models.train_vae` does, with the latents of all items or a large
+            sample), else of the first training batch.
         kmeans_iters: Lloyd iterations of that k-means.
-        dead_code_threshold: in training, a codeword whose exponential moving average of
-            assignments per batch falls below this is replaced by a random residual of the
-            current batch; ``0`` disables replacement.
-        usage_decay: decay of that moving average.
+        dead_code_threshold: in training, a codeword whose exponential moving average share
+            of a batch's assignments falls below ``dead_code_threshold / K`` (``K`` the level's
+            codebook size, so the threshold is a fraction of a uniform share and means the same
+            for any batch and codebook size) is replaced by a residual of the current batch
+            (distinct residuals, at most one per point); ``0`` disables replacement.
+        usage_decay: decay of that moving average per training batch (the average starts at the
+            uniform share ``1 / K``; an unused codeword falls below the threshold after about
+            ``ln(threshold) / ln(usage_decay)`` batches).
         init_scale: std of the random normal codebook init (mapped with exp0 on the ball).
 
     Codebooks are :class:`geoopt.ManifoldParameter` on the ball (or plain parameters in
@@ -99,6 +105,9 @@ class ResidualQuantizer(QuantizerBase):
         self.residual = residual
         self.commitment = commitment
         self.loss_distance = loss_distance
+        if dead_code_threshold < 0 or not 0 <= usage_decay < 1:
+            raise ValueError(f"need dead_code_threshold >= 0 and 0 <= usage_decay < 1, "
+                             f"got {dead_code_threshold}, {usage_decay}")
         self.dead_code_threshold = dead_code_threshold
         self.usage_decay = usage_decay
 
@@ -113,7 +122,7 @@ class ResidualQuantizer(QuantizerBase):
         self.codebooks = nn.ParameterList(books)
         self._setup_kmeans_init(kmeans_init, kmeans_iters)
         for i, size in enumerate(self.codebook_sizes):
-            self.register_buffer(f"usage_ema_{i}", torch.ones(size))
+            self.register_buffer(f"usage_ema_{i}", torch.full((size,), 1.0 / size))
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -146,21 +155,29 @@ class ResidualQuantizer(QuantizerBase):
 
     # ------------------------------------------------------------------ training-only updates
     @torch.no_grad()
-    def _init_level(self, level: int, r: torch.Tensor) -> None:
-        centroids = kmeans(r, self.codebook_sizes[level], iters=self.kmeans_iters, curvature=self._c)
+    def _init_level(self, level: int, r: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """k-means (Poincaré k-means on the ball) of level ``level``'s residuals ``r [N, dim]``."""
+        centroids = kmeans(r, self.codebook_sizes[level], iters=self.kmeans_iters, curvature=self._c,
+                           generator=generator)
         self.codebooks[level].data.copy_(self.project(centroids))
 
     @torch.no_grad()
     def _replace_dead_codes(self, level: int, r: torch.Tensor, codes: torch.Tensor) -> None:
+        """Update level ``level``'s usage average with ``codes [N]`` and move its dead codewords
+        onto distinct residuals ``r [N, dim]`` of the batch (the rest wait for the next batch:
+        two codewords on one point would leave one of them dead again)."""
         ema = getattr(self, f"usage_ema_{level}")
-        counts = torch.bincount(codes, minlength=ema.numel()).to(ema.dtype)
-        ema.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
-        dead = (ema < self.dead_code_threshold).nonzero().squeeze(-1)
+        share = torch.bincount(codes, minlength=ema.numel()).to(ema.dtype) / codes.numel()
+        ema.mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
+        floor = self.dead_code_threshold / ema.numel()
+        dead = (ema < floor).nonzero().squeeze(-1)
         if dead.numel() == 0:
             return
-        pick = torch.randint(r.shape[0], (dead.numel(),), device=r.device)
+        dead = dead[: r.shape[0]]
+        pick = torch.randperm(r.shape[0], device=r.device)[: dead.numel()]
         self.codebooks[level].data[dead] = self.project(r[pick].detach())
-        ema[dead] = self.dead_code_threshold
+        # at the floor: a moved codeword that wins no point in the next batch moves again
+        ema[dead] = floor
 
     # ------------------------------------------------------------------ public API
     def forward(self, x: torch.Tensor) -> QuantizerOutput:

@@ -55,9 +55,11 @@ class RSQQuantizer(AnnealedQuantizer):
         temperature_decay: ``r`` of ``τ_t = max(c_τ, exp(-r t))`` (paper: 1e-5); ``t`` counts
             training-mode forward passes and can be set with :meth:`set_step`.
         min_temperature: ``c_τ`` (paper: 0).
-        kmeans_init: initialise each level's codebook by k-means of that level's residuals on
-            the first training batch (not part of the paper, which uses no such heuristic; off
-            by default, there for comparisons with RQ-VAE's init).
+        kmeans_init: initialise each level's codebook by k-means of that level's residuals
+            (on the data given to :meth:`init_from`, else on the first training batch). Not part
+            of the paper, which uses no such heuristic: off by default, and the pipeline's
+            tokenizer-wide ``kmeans_init`` does not reach RSQ (set it in the method's
+            ``options:``); there for comparisons with RQ-VAE's init.
         kmeans_iters: Lloyd iterations of that k-means.
         init_scale: std of the random normal codebook init.
 
@@ -94,6 +96,13 @@ class RSQQuantizer(AnnealedQuantizer):
         self.temperature_schedule = ExponentialTemperature(1.0, temperature_decay, min_temperature)
         self._setup_kmeans_init(kmeans_init, kmeans_iters)
 
+    @torch.no_grad()
+    def _init_level(self, level: int, r: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Euclidean k-means of level ``level``'s residuals ``r [N, dim]`` (only with ``kmeans_init``
+        or an explicit :meth:`init_from`)."""
+        self.codebooks[level].copy_(kmeans(r, self.codebook_sizes[level], iters=self.kmeans_iters,
+                                           generator=generator))
+
     @property
     def variance(self) -> torch.Tensor:
         """``s_l^2 [L]``."""
@@ -121,8 +130,7 @@ class RSQQuantizer(AnnealedQuantizer):
         entropy = z.new_zeros(z.shape[0])
         for level, book in enumerate(self.codebooks):
             if first_batch:
-                with torch.no_grad():
-                    book.copy_(kmeans(r.detach(), self.codebook_sizes[level], iters=self.kmeans_iters))
+                self._init_level(level, r.detach())
             logits = self.logits(level, r)
             log_p = F.log_softmax(logits, dim=-1)
             entropy = entropy - (log_p.exp() * log_p).sum(-1)

@@ -47,3 +47,20 @@ def ndcg_at(ranks: torch.Tensor, k: int) -> float:
     hit = (ranks >= 0) & (ranks < k)
     gain = 1.0 / torch.log2(ranks.clamp(min=0).double() + 2.0)
     return float(torch.where(hit, gain, torch.zeros_like(gain)).mean())
+
+
+def invalid_at(ranked: torch.Tensor, k: int) -> float:
+    """Share of the first ``k`` returned slots that name no entity (``-1`` rows of
+    :func:`hrq.seq2seq.generate_ranked`), averaged over queries: ``invalid@k``.
+
+    Under free decoding these are the beams that are no existing entity's multitoken (TIGER's
+    "invalid IDs"); under trie-constrained decoding only slots no valid beam filled, 0 unless
+    fewer valid sequences than beams survive.
+    """
+    if k < 1:
+        raise ValueError(f"k must be positive, got {k}")
+    if ranked.dim() != 3 or ranked.shape[0] == 0:
+        raise ValueError(f"expected ranked [N > 0, K, L], got {tuple(ranked.shape)}")
+    if k > ranked.shape[1]:
+        raise ValueError(f"invalid@{k} needs at least {k} returned slots, got {ranked.shape[1]}")
+    return float((ranked[:, :k, 0] == -1).double().mean())

@@ -1,4 +1,4 @@
-"""Training and trie-constrained beam-search decoding for the multitoken seq2seq model.
+"""Training and beam-search decoding (trie-constrained or free) for the multitoken seq2seq model.
 
 Sources are token-id sequences (a noun's multitoken, or a user's history of item multitokens
 concatenated), targets are one multitoken ``[L]`` per source; ids follow
@@ -7,16 +7,39 @@ concatenated), targets are one multitoken ``[L]`` per source; ids follow
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Callable, Literal, Sequence
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from hrq.checks import LossMonitor
 from hrq.seq2seq.trie import PrefixTrie
 from hrq.seq2seq.vocab import EOS, PAD
 
 Sources = Sequence[Sequence[int]] | torch.Tensor
+SCHEDULES = ("constant", "inverse_sqrt")
+DECODINGS = ("constrained", "free")
+
+
+def lr_factor(schedule: str, warmup_steps: int = 0) -> Callable[[int], float]:
+    """The learning-rate multiplier of optimizer update ``n`` (0-based), for ``LambdaLR``.
+
+    * ``"constant"``: 1 for every update.
+    * ``"inverse_sqrt"``: TIGER's schedule (Rajput et al., 2023, App.: "learning rate 0.01 for
+      the first 10k steps and then an inverse square root decay"), i.e. T5's
+      ``1 / sqrt(max(n, W))`` scaled to start at the base lr: 1 for ``n < W``, then
+      ``sqrt(W / n)`` (continuous at ``n = W``). No linear ramp, unlike transformers'
+      ``get_inverse_sqrt_schedule``.
+    """
+    if schedule == "constant":
+        return lambda n: 1.0
+    if schedule == "inverse_sqrt":
+        if warmup_steps < 1:
+            raise ValueError(f"inverse_sqrt needs warmup_steps >= 1, got {warmup_steps}")
+        return lambda n: 1.0 if n < warmup_steps else math.sqrt(warmup_steps / n)
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 def pad_sources(sources: Sources, max_len: int | None = None) -> torch.Tensor:
@@ -75,6 +98,8 @@ def train_seq2seq(
     seed: int = 0,
     device: torch.device | str | None = None,
     weight_decay: float = 0.0,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
 ) -> list[dict]:
@@ -88,12 +113,15 @@ def train_seq2seq(
             appended (``[N, L + 1]``), and T5 builds the decoder inputs by shifting them right.
         epochs, batch_size, lr: AdamW at ``lr`` (``weight_decay=0`` is plain Adam) on minibatches
             shuffled each epoch by a generator seeded with ``seed``.
+        schedule, warmup_steps: the lr of each optimizer update, :func:`lr_factor` times ``lr``
+            (``"constant"``, or TIGER's ``"inverse_sqrt"`` after ``warmup_steps`` updates at ``lr``).
         device: move the model there first; ``None`` keeps the model where it is.
         on_epoch: called as ``on_epoch(epoch, metrics)`` after each (0-based) epoch.
         progress: show a tqdm bar over epochs.
 
     Returns:
-        One dict per epoch: ``{"epoch": e, "train/loss": mean token cross-entropy}``.
+        One dict per epoch: ``{"epoch": e, "train/loss": mean token cross-entropy,
+        "train/lr": the lr of the epoch's last update}``.
     """
     src = _as_source_tensor(sources)
     targets = torch.as_tensor(targets).long()
@@ -104,23 +132,31 @@ def train_seq2seq(
     dev = _model_device(model, device)
     labels = torch.cat([targets, torch.full((targets.shape[0], 1), EOS, dtype=torch.long)], dim=1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # LambdaLR calls the factor with the number of updates done so far: update n runs at f(n).
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, warmup_steps))
     gen = torch.Generator().manual_seed(seed)
     n = src.shape[0]
     history: list[dict] = []
+    monitor = LossMonitor()
     bar = tqdm(range(epochs), desc="seq2seq", disable=not progress, leave=False)
     for epoch in bar:
         model.train()
         perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for start in range(0, n, batch_size):
+        total = torch.zeros((), device=dev)  # on the device, read once per epoch (no per-step sync)
+        monitor.start_epoch(epoch)
+        for step, start in enumerate(range(0, n, batch_size)):
             idx = perm[start : start + batch_size]
             input_ids, mask = _trim(src[idx])
             out = model(input_ids=input_ids.to(dev), attention_mask=mask.to(dev), labels=labels[idx].to(dev))
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
+            last_lr = opt.param_groups[0]["lr"]
             opt.step()
-            total += float(out.loss.detach()) * idx.numel()  # equal label lengths: token mean
-        metrics = {"epoch": epoch, "train/loss": total / n}
+            sched.step()
+            monitor.observe(out.loss, step)
+            total += out.loss.detach() * idx.numel()  # equal label lengths: token mean
+        monitor.check()  # a diverged epoch stops training before it is reported or written
+        metrics = {"epoch": epoch, "train/loss": float(total) / n, "train/lr": last_lr}
         history.append(metrics)
         bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
         if on_epoch is not None:
@@ -140,6 +176,17 @@ def _dedup_rows(beams: list[list[int]], top_k: int, length: int) -> list[list[in
     return kept + [[-1] * length] * (top_k - len(kept))
 
 
+def _dedup_in_place(beams: list[list[int]], length: int) -> list[list[int]]:
+    """Free decoding: every beam keeps its slot; a repeat of an earlier beam becomes ``-1``."""
+    seen: set[tuple[int, ...]] = set()
+    out: list[list[int]] = []
+    for beam in beams:
+        key = tuple(beam)
+        out.append(beam if beam[0] != -1 and key not in seen else [-1] * length)
+        seen.add(key)
+    return out
+
+
 @torch.no_grad()
 def generate_ranked(
     model: PreTrainedModel,
@@ -150,32 +197,53 @@ def generate_ranked(
     top_k: int = 10,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    decoding: Literal["constrained", "free"] = "constrained",
 ) -> torch.Tensor:
-    """Trie-constrained beam search: the ``top_k`` best multitokens for each source, best first.
+    """Beam search: the ``top_k`` best multitokens for each source, best first.
 
     Decoding uses ``model.generate(..., num_beams, num_return_sequences=top_k,
-    max_new_tokens=L + 1, prefix_allowed_tokens_fn=trie)``, so **only multitokens present in
-    ``trie`` can be returned** (an item missing from the trie can never be predicted). Beams that
-    do not end as a complete valid sequence followed by EOS, and repeats of an earlier beam's
-    sequence, become rows of ``-1`` at the end of the ranking.
+    max_new_tokens=L + 1)``.
+
+    * ``decoding="constrained"`` adds ``prefix_allowed_tokens_fn=trie``, so **only multitokens
+      present in ``trie`` can be returned** (an item missing from the trie can never be
+      predicted). Beams that do not end as a complete valid sequence followed by EOS, and repeats
+      of an earlier beam's sequence, become rows of ``-1`` at the end of the ranking (they only
+      occur when fewer valid sequences than beams survive).
+    * ``decoding="free"``: plain beam search over the whole vocabulary, so a beam may put a token
+      of the wrong level (the vocabulary gives each level its own id range, but nothing forces
+      the model to respect it), PAD or an early EOS anywhere, or a well-formed code combination
+      that no entity has. A beam *names nothing* unless its first ``L`` tokens are a multitoken
+      of ``trie`` and its token ``L + 1`` is EOS; such a beam, like a repeat of an earlier beam,
+      becomes a ``-1`` row **in its own slot**: it is a miss and keeps its place in the ranking
+      (TIGER counts invalid IDs as misses). The ``trie`` is only used to check the beams.
+
+    :func:`hrq.seq2seq.invalid_at` is the share of ``-1`` slots.
 
     Args:
         model: a T5 seq2seq (PAD = decoder start = 0, EOS = 1); evaluated in eval mode, its mode
             is restored afterwards.
         sources: ``LongTensor [N, S]`` right-padded token ids, or a list of token-id lists.
-        trie: the valid target token sequences (length ``L``).
+        trie: the valid target token sequences (length ``L``): the constraint, or under free
+            decoding the set a returned beam must belong to.
         num_beams: beam width (``>= top_k``).
         top_k: sequences returned per source.
         batch_size: sources per ``generate`` call.
         device: move the model there first; ``None`` keeps the model where it is.
+        decoding: ``"constrained"`` (prefix trie) or ``"free"`` (see above).
 
     Returns:
-        ``LongTensor [N, top_k, L]`` token ids (on the CPU), ``-1`` rows for empty slots.
+        ``LongTensor [N, top_k, L]`` token ids (on the CPU), ``-1`` rows for slots that name no
+        entity.
     """
     if not 1 <= top_k <= num_beams:
         raise ValueError(f"need 1 <= top_k <= num_beams, got top_k={top_k}, num_beams={num_beams}")
+    if decoding not in DECODINGS:
+        raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     src = _as_source_tensor(sources)
     length = trie.length
+    constraint = {"prefix_allowed_tokens_fn": trie} if decoding == "constrained" else {}
+    dedup = (lambda b: _dedup_rows(b, top_k, length)) if decoding == "constrained" else \
+        (lambda b: _dedup_in_place(b, length))
     dev = _model_device(model, device)
     # early_stopping only applies to beam search (transformers logs it as invalid for num_beams=1)
     beam_options = {"early_stopping": True} if num_beams > 1 else {}
@@ -191,8 +259,8 @@ def generate_ranked(
                 num_beams=num_beams,
                 num_return_sequences=top_k,
                 max_new_tokens=length + 1,
-                prefix_allowed_tokens_fn=trie,
                 do_sample=False,
+                **constraint,
                 **beam_options,
             ).cpu()
             body = out[:, 1:]  # drop the decoder start token
@@ -204,7 +272,7 @@ def generate_ranked(
             valid &= body[:, length] == EOS
             seqs = torch.where(valid[:, None], seqs, torch.full_like(seqs, -1))
             per_query = seqs.view(-1, top_k, length).tolist()
-            results.append(torch.tensor([_dedup_rows(b, top_k, length) for b in per_query], dtype=torch.long)
+            results.append(torch.tensor([dedup(b) for b in per_query], dtype=torch.long)
                            .view(-1, top_k, length))
     finally:
         model.train(was_training)

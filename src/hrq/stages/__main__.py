@@ -43,11 +43,26 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*TorchScript.*", category=DeprecationWarning)
     job = json.loads(args.job)
-    module, func = STAGES[args.stage].split(":")
-    fn = getattr(importlib.import_module(module), func)
-    start = time.perf_counter()
-    fn(job.get("inputs", {}), job["outputs"], job.get("params", {}))
-    print(f"[hrq] {args.stage} done in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    from hrq.attemptlog import attempt_log
+    from hrq.jobguard import main_guarded
+
+    # The log of an attempt that fails or is killed is kept for after Snakemake's retry
+    # (hrq.attemptlog); a newer job for the same outputs (the rerun after Snakemake itself was
+    # killed) makes this one exit instead of racing it (hrq.jobguard).
+    with attempt_log(args.stage):
+        def run() -> None:
+            module, func = STAGES[args.stage].split(":")
+            fn = getattr(importlib.import_module(module), func)
+            start = time.perf_counter()
+            fn(job.get("inputs", {}), job["outputs"], job.get("params", {}))
+            print(f"[hrq] {args.stage} done in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+
+        try:
+            main_guarded(args.stage, job["outputs"], run)
+        finally:  # the console's per-job progress line (hrq.progress) ends with the job
+            from hrq.progress import clear_job_progress
+
+            clear_job_progress()
 
 
 if __name__ == "__main__":

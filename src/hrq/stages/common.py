@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hrq.checks import NonFiniteError
 from hrq.device import pick_device
 from hrq.grid import level_sizes
 
@@ -30,6 +31,14 @@ def device_for(params: Mapping[str, Any]) -> torch.device:
 
 GEOMETRY_OPTIONS = ("curvature", "residual", "loss_distance")
 
+# Tokenizer-wide options (``recommendation.tokenizer``) that reach a VAE's quantizer when its kind
+# takes them (RSQ has no commitment term, only RQ/HRQ replace dead codes).
+VAE_QUANTIZER_DEFAULTS = ("commitment", "kmeans_init", "dead_code_threshold", "usage_decay")
+
+# Tokenizer-wide defaults a kind takes only from its method's own ``options:``: HQ-VAE's RSQ
+# has no k-means init, so the section's ``kmeans_init: true`` must not add one silently.
+OPT_IN_ONLY = {"rsq": frozenset({"kmeans_init"})}
+
 
 def quantizer_kind(method: Mapping[str, Any]) -> str:
     """The :func:`hrq.quantize.build_quantizer` kind of a configured method: its ``quantizer``
@@ -46,12 +55,14 @@ def build_method_quantizer(method: Mapping[str, Any], levels: int, codebook_size
     differential-length codebooks, e.g. ``[64, 128, 256]``) or its label (``"64-128-256"``).
     Options: the method's geometry keys and its ``options`` mapping (passed as given: a key the
     kind does not take is an error), and the tokenizer-wide ``defaults`` (``commitment``,
-    ``kmeans_init``), which only reach kinds that have them (RSQ has no commitment term).
+    ``kmeans_init``, ``dead_code_threshold``, ``usage_decay``), which only reach kinds that have
+    them (RSQ has no commitment term, only RQ/HRQ replace dead codes) and do not opt out of them (:data:`OPT_IN_ONLY`: RSQ gets k-means init
+    only from its own ``options: {kmeans_init: true}``).
     """
     from hrq.quantize import build_quantizer, quantizer_option_names
 
     kind = quantizer_kind(method)
-    accepted = set(quantizer_option_names(kind))
+    accepted = set(quantizer_option_names(kind)) - OPT_IN_ONLY.get(kind, frozenset())
     options = {k: v for k, v in defaults.items() if k in accepted}
     geometry = {k: method[k] for k in GEOMETRY_OPTIONS if k in method and kind != "rq"}
     given = method.get("options", {})
@@ -72,7 +83,7 @@ def build_vae(input_dim: int, latent_dim: int, levels: int, codebook_size: int |
     from hrq.models import ResidualQuantizedVAE
 
     quantizer = build_method_quantizer(method, levels, codebook_size, latent_dim,
-                                       {"commitment": opts["commitment"], "kmeans_init": opts["kmeans_init"]})
+                                       {k: opts[k] for k in VAE_QUANTIZER_DEFAULTS if k in opts})
     return ResidualQuantizedVAE(input_dim, latent_dim, tuple(opts["hidden_dims"]), quantizer=quantizer,
                                 reconstruction=method.get("reconstruction", "mse"))
 
@@ -92,18 +103,44 @@ def metrics_frame(seed: int, metrics: Mapping[str, float]) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
-def job_run(params: Mapping[str, Any], hyperparameters: Mapping[str, Any]) -> Iterator[Any]:
+def job_run(params: Mapping[str, Any], hyperparameters: Mapping[str, Any], datasets: Any = ()) -> Iterator[Any]:
     """The MLflow child run of this job, or a no-op logger when ``params`` has no tracking.
 
-    ``params['tracking']`` = ``{results_dir, experiment, cell, job_key, run_name}``.
+    ``params['tracking']`` = ``{results_dir, experiment, cell, job_key, run_name}``. ``datasets``:
+    the job's data files (paths, or a stage's ``inputs`` mapping: its ``.parquet`` files are
+    taken), logged as the run's MLflow dataset inputs with their digests.
     """
     spec = params.get("tracking")
-    if not spec:
-        yield _NoRun()
-        return
-    with tracker_for(spec["results_dir"]).job_run(spec["experiment"], spec["cell"], spec["job_key"], spec["run_name"],
-                         hyperparameters) as run:
-        yield run
+    try:
+        if not spec:
+            yield _NoRun()
+            return
+        from hrq.runrecords import run_record_path  # the run's record beside its output (hrq.tracking rebuild)
+
+        with tracker_for(spec["results_dir"]).job_run(spec["experiment"], spec["cell"], spec["job_key"],
+                                                      spec["run_name"], hyperparameters,
+                                                      record=run_record_path(spec["job_key"]),
+                                                      datasets=_dataset_files(datasets)) as run:
+            yield run
+    except NonFiniteError as err:  # say which run diverged; the MLflow run is already marked FAILED
+        if spec:
+            parts = [spec["experiment"], *(f"{k}={v}" for k, v in spec["cell"].items()), spec["run_name"]]
+        else:
+            parts = [f"{k}={hyperparameters[k]}" for k in ("method", "k", "s", "h", "seed") if k in hyperparameters]
+        where = " ".join(map(str, parts))
+        raise NonFiniteError(f"{where}: {err}; nothing was written for this job") from err
+
+
+def _dataset_files(datasets: Any) -> list[str]:
+    """The Parquet files among ``datasets``: paths, lists of paths, or a mapping of them."""
+    if isinstance(datasets, Mapping):
+        datasets = list(datasets.values())
+    elif isinstance(datasets, (str, Path)):
+        datasets = [datasets]
+    files = []
+    for d in datasets:
+        files += _dataset_files(d) if isinstance(d, (list, tuple, Mapping)) else [str(d)]
+    return [f for f in dict.fromkeys(files) if f.endswith(".parquet") and Path(f).is_file()]
 
 
 class _NoRun:
@@ -113,14 +150,24 @@ class _NoRun:
 
     def log_artifact(self, path, artifact_path=None) -> None: ...
 
+    def log_datasets(self, paths, context="training") -> None: ...
+
     def set_tags(self, tags) -> None: ...
 
 
-def epoch_logger(run, prefix: str):
-    """An ``on_epoch(epoch, metrics)`` callback that logs ``prefix/<metric>`` at step ``epoch``."""
+def epoch_logger(run, prefix: str, total: int | None = None, what: str | None = None):
+    """An ``on_epoch(epoch, metrics)`` callback that logs ``prefix/<metric>`` at step ``epoch``
+    and, when the job's stdout is its log, writes ``<log>.progress`` (epoch/``total``, ETA) for
+    the console's per-job progress lines (:mod:`hrq.progress`). ``what``: a phase name shown in
+    that line (e.g. the method of a figure panel)."""
+    from hrq.progress import job_progress
+
+    progress = job_progress(total, what)
 
     def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
         run.log_metrics({f"{prefix}/{k}": v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        if progress is not None:
+            progress.update(epoch)
 
     return on_epoch
 

@@ -2,11 +2,15 @@
 
 * hypernym generation (Table 1): source = a noun's multitoken, target = one of its
   hypernyms' multitokens; trained on the train relations. For each test noun the model
-  returns its 10 best multitokens by beam search constrained to existing nouns' multitokens;
-  a test relation (u, v) is a hit when v's whole multitoken is among u's 10 ("recall@10", the
-  mean over test relations).
+  returns its 10 best multitokens by beam search constrained to existing nouns' multitokens
+  (``seq2seq.decoding: constrained``) or free (``free``: a returned multitoken that is no
+  noun's is a miss and keeps its slot); a test relation (u, v) is a hit when v's whole
+  multitoken is among u's 10 ("recall@10", the mean over test relations). ``invalid@10``: the
+  share of the 10 returned slots per test noun that name no noun.
 * recommendation (Table 2): source = the concatenated multitokens of a user's history
-  (≤ max_length items), target = the next item's multitoken; leave-one-out. A hit needs the
+  (≤ max_length items), target = the next item's multitoken; leave-one-out, with histories
+  truncated before the split or only as model inputs (``truncation``, see
+  :mod:`hrq.recsys.protocol`). Decoding as above; ``invalid@10`` per user. A hit needs the
   whole multitoken, extra token included. Recall/NDCG@5/10 on the test targets; the same on
   the validation targets under ``valid/``. With ``seq2seq.eval_every`` the validation metric
   ``selection`` is computed every that many epochs and the test numbers are those of the best
@@ -22,9 +26,10 @@ import time
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 
-from hrq.baselines import nonfrequent_mask
+from hrq.baselines import derivable_mask, nonfrequent_mask
 from hrq.io import read_parquet, write_parquet
 from hrq.recsys import leave_one_out
 from hrq.seq2seq import (
@@ -33,6 +38,7 @@ from hrq.seq2seq import (
     Seq2SeqConfig,
     build_model,
     generate_ranked,
+    invalid_at,
     ndcg_at,
     rank_of,
     recall_at,
@@ -41,6 +47,16 @@ from hrq.seq2seq import (
 from hrq.stages.common import device_for, epoch_logger, job_run, metrics_frame, seed_everything
 
 MODEL_KEYS = ("d_model", "d_ff", "num_layers", "num_heads", "d_kv", "dropout")
+
+
+def _schedule(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """``train_seq2seq``'s lr schedule from a seq2seq section (constant when not given)."""
+    return {"schedule": opts.get("schedule", "constant"), "warmup_steps": opts.get("warmup_steps", 0)}
+
+
+def _decoding(opts: Mapping[str, Any]) -> str:
+    """``seq2seq.decoding``: ``constrained`` (prefix trie, the default) or ``free``."""
+    return opts.get("decoding", "constrained")
 
 
 def load_multitokens(path) -> torch.Tensor:
@@ -74,21 +90,27 @@ def hypernym_generation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], p
     model = _model(vocab, opts)
     hyper = {"seed": seed, "seq2seq": opts, "device": str(device), "train_pairs": len(train),
              "test_pairs": len(test), "vocab": list(vocab.level_sizes)}
-    with job_run(params, hyper) as run:
+    with job_run(params, hyper, datasets=inputs) as run:
         start = time.perf_counter()
         train_seq2seq(model, src, tgt, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-                      seed=seed, device=device, on_epoch=epoch_logger(run, "seq2seq"))
+                      seed=seed, device=device, on_epoch=epoch_logger(run, "seq2seq", opts["epochs"]),
+                      **_schedule(opts))
         seconds = time.perf_counter() - start
         nouns, inverse = np.unique(test["child"].to_numpy(), return_inverse=True)
         ranked = generate_ranked(model, tokens[torch.from_numpy(nouns)], PrefixTrie(tokens),
-                                 num_beams=opts["num_beams"], top_k=10, device=device)
+                                 num_beams=opts["num_beams"], top_k=10, device=device, decoding=_decoding(opts))
         ranks = rank_of(ranked[torch.from_numpy(inverse)], tokens[torch.tensor(test["parent"].to_numpy())])
-        # Recall on the test pairs whose hypernym is not one of the 10 most frequent train
-        # hypernyms: the part of the metric a constant frequent-ancestor answer cannot score.
-        rare = nonfrequent_mask(torch.tensor(train["parent"].to_numpy()), torch.tensor(test["parent"].to_numpy()))
+        # Recall on the test pairs a baseline cannot score: hypernyms not among the 10 most
+        # frequent train hypernyms (frequency), and hypernyms not reachable from the noun
+        # through train relations (composition: u→w and w→v in train give u→v).
+        train_pairs, test_pairs = (torch.tensor(df[["child", "parent"]].to_numpy()) for df in (train, test))
+        rare = nonfrequent_mask(train_pairs[:, 1], test_pairs[:, 1])
+        fresh = ~derivable_mask(train_pairs, test_pairs)
         metrics = {"recall@10": recall_at(ranks, 10), "recall@1": recall_at(ranks, 1),
                    "recall@10_nonfrequent": recall_at(ranks[rare], 10) if bool(rare.any()) else math.nan,
-                   "train_seconds": seconds}
+                   "recall@10_nonderivable": recall_at(ranks[fresh], 10) if bool(fresh.any()) else math.nan,
+                   # share of the 10 returned multitokens per test noun that name no noun
+                   "invalid@10": invalid_at(ranked, 10), "train_seconds": seconds}
         run.log_metrics({f"test/{k}": v for k, v in metrics.items()})
         write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
 
@@ -99,9 +121,11 @@ def _item_sources(histories, item_tokens: torch.Tensor) -> list[list[int]]:
 
 def _evaluate(model, examples, item_tokens, trie, opts, device) -> dict[str, float]:
     ranked = generate_ranked(model, _item_sources(examples.histories, item_tokens), trie,
-                             num_beams=opts["num_beams"], top_k=10, device=device)
+                             num_beams=opts["num_beams"], top_k=10, device=device, decoding=_decoding(opts))
     ranks = rank_of(ranked, item_tokens[torch.tensor(examples.targets)])
-    return {f"{m}@{k}": fn(ranks, k) for k in (5, 10) for m, fn in (("recall", recall_at), ("ndcg", ndcg_at))}
+    metrics = {f"{m}@{k}": fn(ranks, k) for k in (5, 10) for m, fn in (("recall", recall_at), ("ndcg", ndcg_at))}
+    metrics["invalid@10"] = invalid_at(ranked, 10)  # returned multitokens that name no item
+    return metrics
 
 
 def recommendation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
@@ -109,19 +133,21 @@ def recommendation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     device = device_for(params)
     codes = load_multitokens(inputs["tokens"])
     sequences = read_parquet(inputs["sequences"])["items"].map(list).tolist()
-    split = leave_one_out(sequences, params["min_length"], params["max_length"])
+    split = leave_one_out(sequences, params["min_length"], params["max_length"],
+                          params.get("truncation", "before_split"))
     vocab = _vocab(codes)
     item_tokens = vocab.encode(codes)
     trie = PrefixTrie(item_tokens)
     seed_everything(seed)
     model = _model(vocab, opts)
     hyper = {"seed": seed, "seq2seq": opts, "device": str(device), "users": split.users,
+             "truncation": params.get("truncation", "before_split"),
              "train_examples": len(split.train), "vocab": list(vocab.level_sizes)}
     selection = params.get("selection", "valid/ndcg@10")
     eval_every = opts.get("eval_every")
     sources = _item_sources(split.train.histories, item_tokens)
-    with job_run(params, hyper) as run:
-        log_epoch = epoch_logger(run, "seq2seq")
+    with job_run(params, hyper, datasets=inputs) as run:
+        log_epoch = epoch_logger(run, "seq2seq", opts["epochs"])
         best = {"score": -math.inf, "epoch": opts["epochs"] - 1, "state": None}
 
         def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
@@ -139,7 +165,8 @@ def recommendation(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
 
         start = time.perf_counter()
         train_seq2seq(model, sources, item_tokens[torch.tensor(split.train.targets)], epochs=opts["epochs"],
-                      batch_size=opts["batch_size"], lr=opts["lr"], seed=seed, device=device, on_epoch=on_epoch)
+                      batch_size=opts["batch_size"], lr=opts["lr"], seed=seed, device=device, on_epoch=on_epoch,
+                      **_schedule(opts))
         seconds = time.perf_counter() - start
         if best["state"] is not None:
             model.load_state_dict(best["state"])
@@ -155,24 +182,31 @@ def baseline(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapp
     """A dataset's reference baselines (:mod:`hrq.baselines`), deterministic, in the per-seed
     long schema with ``seed`` 0 and a ``method`` column; rendered beside every cell of the table.
 
-    ``params``: ``{table, min_length?, max_length?}``. Table 1: ``frequency`` (the 10 most
-    frequent train hypernyms for every noun), from ``inputs['relations']``. Table 2:
+    ``params``: ``{table, min_length?, max_length?}``. Table 1, from ``inputs['relations']``:
+    ``frequency`` (the 10 most frequent train hypernyms for every noun; with the dataset's
+    ``test_pairs`` and ``test_share``, the split's size) and ``composition`` (the hypernyms
+    reachable through train relations, most frequent first; with ``nonderivable_share``). Table 2:
     ``most_popular`` (the items most frequent in the train parts), from ``inputs['sequences']``,
     on test and (``valid/``) validation.
     """
-    from hrq.baselines import frequency_baseline, most_popular
+    from hrq.baselines import composition_baseline, frequency_baseline, most_popular
 
     if params["table"] == "table1":
         rel = read_parquet(inputs["relations"])
         pairs = {split: torch.tensor(rel.loc[rel["split"] == split, ["child", "parent"]].to_numpy(), dtype=torch.long)
                  for split in ("train", "test")}
-        method, metrics = "frequency", frequency_baseline(pairs["train"], pairs["test"])
+        size = {"test_pairs": len(pairs["test"]), "test_share": len(pairs["test"]) / max(len(rel), 1)}
+        methods = {"frequency": {**frequency_baseline(pairs["train"], pairs["test"]), **size},
+                   "composition": composition_baseline(pairs["train"], pairs["test"])}
     else:
         sequences = read_parquet(inputs["sequences"])["items"].map(list).tolist()
-        split = leave_one_out(sequences, params["min_length"], params["max_length"])
-        # Each user's train part (all but the last two items) is exactly their validation input.
-        train_items = torch.tensor([i for seq in split.valid.histories for i in seq], dtype=torch.long)
-        method = "most_popular"
+        # The recommender's protocol (recommendation.truncation included): the train parts are
+        # each user's history but its last two items, after any truncation before the split.
+        split = leave_one_out(sequences, params["min_length"], params["max_length"],
+                              params.get("truncation", "before_split"))
+        train_items = torch.tensor([i for seq in split.train_parts for i in seq], dtype=torch.long)
         metrics = most_popular(train_items, torch.tensor(split.test.targets))
         metrics.update(most_popular(train_items, torch.tensor(split.valid.targets), prefix="valid/"))
-    write_parquet(metrics_frame(0, metrics).assign(method=method), outputs["baseline"])
+        methods = {"most_popular": metrics}
+    write_parquet(pd.concat([metrics_frame(0, m).assign(method=name) for name, m in methods.items()],
+                            ignore_index=True), outputs["baseline"])

@@ -15,10 +15,19 @@ from hrq.tables.figures import TokenSpacePanel, plot_recall_vs_h, plot_token_spa
 
 
 def figure_recall_vs_h(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Figure 1 for one dataset from its Table 1 cells at the configured (k, s)."""
+    """Figure 1 for one dataset from its Table 1 cells at the configured (k, s), with the
+    dataset's baselines (``inputs['baseline']``, the methods in ``params['baselines']``) as
+    horizontal lines."""
     cells = read_cells(inputs["cells"])
+    lines = {}
+    if inputs.get("baseline"):
+        from hrq.io import read_parquet
+
+        rows = read_parquet(inputs["baseline"])
+        recall = rows[rows["metric"] == "recall@10"].set_index("method")["value"]
+        lines = {METHOD_LABELS.get(m, m): float(recall[m]) for m in params.get("baselines", []) if m in recall.index}
     plot_recall_vs_h(cells, k=params["k"], s=params["s"], methods=params["methods"],
-                     dataset=params["dataset"], path=outputs["png"])
+                     dataset=params["dataset"], path=outputs["png"], baselines=lines)
 
 
 def figure_token_space(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
@@ -35,9 +44,11 @@ def figure_token_space(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
         run_params = {**params, "tracking": {**params["tracking"], "cell": {**params["tracking"]["cell"], "method": name},
                                              "job_key": f"{params['tracking']['job_key']}#{name}",
                                              "run_name": f"figure4 {name}"}} if params.get("tracking") else params
-        with job_run(run_params, {"method": name, "method_spec": method, "figure4": fig, "tokenizer": opts}) as run:
+        with job_run(run_params, {"method": name, "method_spec": method, "figure4": fig, "tokenizer": opts},
+                     datasets=inputs) as run:
             train_vae(model, vectors, epochs=fig["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-                      seed=params["seed"], on_epoch=epoch_logger(run, "tokenizer"))
+                      seed=params["seed"], kmeans_sample=opts.get("kmeans_sample"),
+                      on_epoch=epoch_logger(run, "tokenizer", fig["epochs"], what=name))
         model.eval()
         with torch.no_grad():
             latent = model.to_latent(vectors).cpu().numpy()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -69,7 +69,10 @@ def aggregate_cell(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
             summary.update({f"{row.metric}/mean": row.mean, f"{row.metric}/std": row.std,
                             f"{row.metric}/n": row.n, f"{row.metric}/paper": row.paper_value,
                             f"{row.metric}/delta": row.delta})
-        tracker_for(spec["results_dir"]).log_cell_metrics(spec["experiment"], spec["cell"], summary, artifacts=[outputs["cell"]])
+        from hrq.runrecords import run_record_path
+
+        tracker_for(spec["results_dir"]).log_cell_metrics(spec["experiment"], spec["cell"], summary, artifacts=[outputs["cell"]],
+                                                          record=run_record_path(outputs["cell"]))
 
 
 def select_metrics(cells: pd.DataFrame, metrics: list[str], prefix: str = "",
@@ -117,10 +120,25 @@ def baseline_rows(cells: pd.DataFrame, baselines: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cells.columns) if rows else cells.iloc[:0]
 
 
+def baseline_notes(baselines: pd.DataFrame, notes: Sequence[Sequence[str]]) -> list[str]:
+    """One footnote per dataset of ``baselines`` (with a ``dataset`` column) with its
+    dataset-level numbers: ``notes`` lists (metric of the baseline files, e.g.
+    ``nonderivable_share``; format string for its value) in the order to show them; absent
+    metrics are left out."""
+    lines = []
+    for dataset, rows in baselines.groupby("dataset", sort=False):
+        values = rows.drop_duplicates("metric").set_index("metric")["value"]
+        parts = [text.format(values[m]) for m, text in notes if m in values.index]
+        if parts:
+            lines.append(f"{dataset}: {', '.join(parts)}.")
+    return lines
+
+
 def render_table(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
     """Cells (and the datasets' baselines, ``inputs['baselines']``) -> ``<name>.md|csv|parquet``.
     ``params``: ``{metrics, metric_labels, prefix, paper_table, paper, index, methods, compare,
-    percent, digits, title, footnotes}`` (see :func:`select_metrics`)."""
+    percent, digits, title, footnotes, baseline_notes}`` (see :func:`select_metrics` and
+    :func:`baseline_notes`)."""
     from hrq.tables.render import render_table as render, write_table
 
     cells = read_cells(inputs["cells"])
@@ -144,6 +162,8 @@ def render_table(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: 
     cells = cells.assign(metric=cells["metric"].map(lambda m: params.get("metric_labels", {}).get(m, m)))
     baseline, treatment = params.get("compare") or (None, None)
     footnotes = list(params.get("footnotes", ()))
+    if inputs.get("baselines") and params.get("baseline_notes"):
+        footnotes += baseline_notes(baselines, params["baseline_notes"])
     if inputs.get("texts"):
         from hrq.stages.text import text_summary
 

@@ -93,12 +93,12 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
     model = HierarchyTokenizer(len(nodes), h, quantizer=quantizer, init_scale=opts["init_scale"]).to(device)
     hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
              "tokenizer": opts, "device": str(device), "train_relations": int(train.shape[0])}
-    with job_run(params, hyper) as run:
+    with job_run(params, hyper, datasets=inputs) as run:
         start = time.perf_counter()
         history = train_hierarchy_tokenizer(
             model, train, epochs=opts["epochs"], lr=opts["lr"], batch_size=opts["batch_size"],
             negatives=opts["negatives"], warmup_epochs=opts["warmup_epochs"], warmup_lr=opts["warmup_lr"],
-            seed=seed, codebook_optimizer=method.get("codebook_optimizer"), on_epoch=epoch_logger(run, "tokenizer"),
+            seed=seed, codebook_optimizer=method.get("codebook_optimizer"), on_epoch=epoch_logger(run, "tokenizer", opts["epochs"]),
         )
         seconds = time.perf_counter() - start
         codes = model.codes()
@@ -128,7 +128,7 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
              "device": str(device), "items": int(vectors.shape[0]), "item_text": params.get("item_text")}
     if method["kind"] == "random":
-        with job_run(params, hyper) as run:
+        with job_run(params, hyper, datasets=inputs) as run:
             g = torch.Generator().manual_seed(seed)
             sizes = level_sizes(k, s)
             tokens = random_codes(vectors.shape[0], sizes, generator=g)
@@ -141,10 +141,11 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
 
     model = build_vae(vectors.shape[1], h, k, s, method, opts).to(device)
     hyper["tokenizer"] = opts
-    with job_run(params, hyper) as run:
+    with job_run(params, hyper, datasets=inputs) as run:
         start = time.perf_counter()
         history = train_vae(model, vectors, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-                            seed=seed, on_epoch=epoch_logger(run, "tokenizer"))
+                            seed=seed, kmeans_sample=opts.get("kmeans_sample"),
+                            on_epoch=epoch_logger(run, "tokenizer", opts["epochs"]))
         seconds = time.perf_counter() - start
         model.eval()
         with torch.no_grad():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import colorsys
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from hrq.grid import codebook_label
 from hrq.io import atomic_output
 from hrq.tables.paper import lookup_paper
 
-__all__ = ["TokenSpacePanel", "plot_recall_vs_h", "plot_token_space", "token_colors"]
+__all__ = ["FIGURE4_CAPTION", "TokenSpacePanel", "plot_recall_vs_h", "plot_token_space", "token_colors"]
 
 _LABELS = {"rq": "RQ", "hrq": "HRQ", "rqvae": "RQ-VAE", "hrqvae": "HRQ-VAE", "random": "Random"}
 
@@ -46,7 +46,7 @@ def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
 
 def _recall_vs_h_figure(
     cells: pd.DataFrame, *, k: int, s: int | str, metric: str, methods: Sequence[str],
-    dataset: str | None = None,
+    dataset: str | None = None, baselines: Mapping[str, float] | None = None,
 ) -> Figure:
     need = {"method", "k", "s", "h", "metric", "mean", "std"}
     missing = need - set(cells.columns)
@@ -75,6 +75,7 @@ def _recall_vs_h_figure(
     ax = fig.add_subplot()
     colors = colormaps["tab10"].colors
     hs_all: set[int] = set()
+    any_paper = False
     for i, m in enumerate(methods):
         d = sel[sel["method"] == m].sort_values("h")
         if d.empty:
@@ -97,8 +98,15 @@ def _recall_vs_h_figure(
             paper = np.array([np.nan if v is None else v[0] for v in looked])
         ok = ~np.isnan(paper)
         if ok.any():
+            any_paper = True
             ax.plot(h[ok], paper[ok], color=color, linestyle="--", marker="o",
                     markerfacecolor="none", label=f"{_LABELS.get(m, m)} (paper)")
+    # Baselines do not depend on h: one labelled horizontal line each, in greys and dotted so
+    # they read as references, not as methods.
+    for j, (label, value) in enumerate((baselines or {}).items()):
+        if not np.isnan(value):
+            ax.axhline(value, color=str(0.25 + 0.3 * (j % 2)), linestyle=(0, (1, 1 + j)), linewidth=1.2,
+                       label=f"{label}: {value:.1%}")
     hs = sorted(hs_all)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(hs))
@@ -109,7 +117,11 @@ def _recall_vs_h_figure(
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     ax.set_xlabel("embedding dimension h")
     ax.set_ylabel(metric.replace("recall", "Recall").replace("ndcg", "NDCG"))
-    ax.set_title(f"k={k}, |C|={s}")
+    name = dataset if dataset is not None else (str(sel["dataset"].iloc[0]) if "dataset" in sel.columns else None)
+    title = f"{name}: k={k}, |C|={s}" if name else f"k={k}, |C|={s}"
+    if not any_paper:  # say so rather than leave the reader looking for dashed lines
+        title += "\n(no published paper values for this dataset and grid point)"
+    ax.set_title(title, fontsize="medium")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return fig
@@ -124,13 +136,16 @@ def plot_recall_vs_h(
     methods: Sequence[str] = ("rq", "hrq"),
     path: str | os.PathLike[str],
     dataset: str | None = None,
+    baselines: Mapping[str, float] | None = None,
 ) -> Path:
     """Figure 1: ``metric`` vs ``h`` at fixed ``(k, s)``, one solid line per method with ±std
     error bars, and the paper's values at the same (k, s, method, h) as dashed lines with
     hollow markers where published (taken from the cells' ``paper_value``, else looked up in
     Table 1). The x axis is log2-scaled with ticks at the measured h. ``dataset`` selects one
-    dataset when the cells hold several. Returns ``path``."""
-    fig = _recall_vs_h_figure(cells, k=k, s=s, metric=metric, methods=methods, dataset=dataset)
+    dataset when the cells hold several. ``baselines``: label -> value of the same metric
+    (e.g. the frequency and composition baselines), drawn as labelled horizontal lines.
+    Returns ``path``."""
+    fig = _recall_vs_h_figure(cells, k=k, s=s, metric=metric, methods=methods, dataset=dataset, baselines=baselines)
     return _save(fig, path)
 
 
@@ -170,6 +185,31 @@ def token_colors(first: np.ndarray, second: np.ndarray, cmap: str = "tab10") -> 
     return out
 
 
+FIGURE4_CAPTION = ("Each point is an item's 2-D latent. Hue: its first token (the coarse cluster); "
+                   "shade within a hue: its second token (the refinement, dark to light by token id).")
+FIGURE4_BALL_NOTE = " Circle: the Poincaré-ball boundary of the hyperbolic panels."
+
+
+def _encoding_legend(fig: Figure, panels: Sequence[TokenSpacePanel]) -> None:
+    """The legend of Figure 4's color encoding: three hues (first tokens) and three shades of one
+    hue (second tokens under one first token), plus the caption under the panels."""
+    from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.lines import Line2D
+
+    def dot(color) -> Line2D:
+        return Line2D([], [], marker="o", linestyle="none", markersize=6, markerfacecolor=color,
+                      markeredgewidth=0)
+
+    hues = token_colors(np.arange(3), np.zeros(3))
+    shades = token_colors(np.zeros(3), np.arange(3))
+    handles = [tuple(dot(c) for c in hues), tuple(dot(c) for c in shades)]
+    labels = ["hue = first token", "shade = second token (dark → light)"]
+    fig.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None)}, loc="lower center",
+               ncols=2, fontsize="small", frameon=False, bbox_to_anchor=(0.5, -0.02))
+    caption = FIGURE4_CAPTION + (FIGURE4_BALL_NOTE if any(p.curvature is not None for p in panels) else "")
+    fig.text(0.5, -0.07, caption, ha="center", va="top", fontsize="small", wrap=True)
+
+
 def _token_space_figure(panels: Sequence[TokenSpacePanel]) -> Figure:
     panels = list(panels)
     if not panels:
@@ -198,11 +238,13 @@ def _token_space_figure(panels: Sequence[TokenSpacePanel]) -> Figure:
         ax.set_title(p.title)
         ax.set_xticks([])
         ax.set_yticks([])
+    _encoding_legend(fig, panels)
     return fig
 
 
 def plot_token_space(panels: Sequence[TokenSpacePanel], path: str | os.PathLike[str]) -> Path:
     """Figure 4: one subplot per panel, points colored by first token (hue) and second token
-    (shade within the hue); hyperbolic panels show the ball boundary at equal aspect.
-    Returns ``path``."""
+    (shade within the hue); hyperbolic panels show the ball boundary at equal aspect. A legend
+    under the panels says what hue and shade mean, and a caption (:data:`FIGURE4_CAPTION`)
+    follows it. Returns ``path``."""
     return _save(_token_space_figure(panels), path)

@@ -36,6 +36,7 @@ METHOD_LABELS = {
     "rsqvae": "RSQ-VAE",
     "random": "Random (baseline)",
     "frequency": "Frequency (baseline)",
+    "composition": "Composition (baseline)",
     "most_popular": "Most popular (baseline)",
 }
 #: Columns of :attr:`RenderedTable.frame` after the index columns.

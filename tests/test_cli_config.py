@@ -1,0 +1,83 @@
+"""Config on the Snakemake command line, as a user types it: typed lists and nested keys, errors
+that quote the user's text, and targets outside the configured grid refused (dry runs only)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hrq.config import ConfigError, command_line_texts, deep_merge, resolve_config, typed_value
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_typed_value_restores_what_yaml_base_loader_left_as_strings():
+    assert typed_value(["0", "1"]) == [0, 1]
+    assert typed_value({"grid": {"h": ["8", "16"], "s": [["64", "128"]]}, "lr": ["1e-3", "0.5"]}) == \
+        {"grid": {"h": [8, 16], "s": [[64, 128]]}, "lr": [0.001, 0.5]}
+    assert typed_value(["true", "False", "null", "cuda", "1x", "-3"]) == [True, False, None, "cuda", "1x", -3]
+
+
+def test_command_line_values_are_typed_and_win_over_the_preset():
+    raw = yaml_config()
+    cli = {"seeds": ["0", "1"], "hierarchy": {"grid": {"h": ["8"]}}}  # what Snakemake hands over
+    cfg = resolve_config(deep_merge(raw, cli), cli, cli, {"seeds": "seeds=[0,1]"})  # merged as Snakemake does
+    assert cfg["seeds"] == [0, 1]
+    assert cfg["hierarchy"]["grid"] == {"k": [3], "s": [16], "h": [8]}  # the demo's k and s kept
+    with pytest.raises(ConfigError, match=r"seeds\[1\]: 'x' is not of type 'integer' \(you gave --config seeds=\[0,x\]\)"):
+        resolve_config(raw, {"seeds": ["0", "x"]}, {"seeds": ["0", "x"]}, {"seeds": "seeds=[0,x]"})
+
+
+def test_command_line_texts_are_the_entries_as_typed():
+    argv = ["snakemake", "all_tables", "--config", "seeds=[0,1]", "hierarchy={grid: {h: [8]}}", "--cores", "2",
+            "-C", "device=cpu"]
+    assert command_line_texts(argv) == {"seeds": "seeds=[0,1]", "hierarchy": "hierarchy={grid: {h: [8]}}",
+                                        "device": "device=cpu"}
+
+
+def yaml_config():
+    import yaml
+
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def dry_run(tmp_path, *args):
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "-n", *args, "--snakefile", str(REPO / "Snakefile"),
+                           "--directory", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+
+def job_counts(log: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", log, flags=re.M)}
+
+
+def test_snakemake_takes_typed_list_and_nested_overrides(tmp_path):
+    proc = dry_run(tmp_path, "all_tables", "--config", "seeds=[0,1,2]", "hierarchy={grid: {h: [8]}}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = job_counts(proc.stdout)
+    # 2 methods x 1 h x 3 seeds (the demo has h [4, 8] and 2 seeds)
+    assert counts["tokenize_hierarchy"] == 6 and counts["hypernym_generation"] == 6, counts
+
+
+def test_snakemake_quotes_the_bad_value_as_typed(tmp_path):
+    proc = dry_run(tmp_path, "all_tables", "--config", "seeds=[0,x]")
+    assert proc.returncode != 0
+    assert "seeds[1]: 'x' is not of type 'integer' (you gave --config seeds=[0,x])" in proc.stdout + proc.stderr
+
+
+def test_a_cell_outside_the_grid_is_refused_with_the_grid_named(tmp_path):
+    target = "results/demo/cells/table1/synthetic_taxonomy/hrq/k3_s16_h99.parquet"
+    proc = dry_run(tmp_path, target)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "synthetic_taxonomy/hrq/k3_s16_h99 is outside the configured hierarchy task (preset demo): " \
+           "h 99 is not in hierarchy.grid.h [4, 8]" in log, log
+    proc = dry_run(tmp_path, "results/demo/tokens/synthetic_catalog/nope/k2_s16_h8/lr0.003/seed0/tokens.parquet")
+    assert proc.returncode != 0
+    # an unknown method matches no rule's wildcard constraint: Snakemake itself refuses it
+    assert "MissingRuleException" in proc.stdout + proc.stderr or "outside the configured" in proc.stdout + proc.stderr
+    ok = dry_run(tmp_path, "results/demo/cells/table1/synthetic_taxonomy/hrq/k3_s16_h8.parquet")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
