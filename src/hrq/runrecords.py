@@ -95,20 +95,23 @@ def find_records(results_dir: PathLike) -> Iterator[Path]:
     return iter(sorted(p for p in root.rglob(f"*{RECORD_SUFFIX}") if not p.name.startswith(".")))
 
 
-def _sqlite_file(uri: str) -> Path | None:
+def sqlite_db_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///...`` URI, None for other or in-memory URIs (here, not
+    in :mod:`hrq.tracking`, so the workflow's start-up check needs no MLflow import)."""
     if not uri.startswith("sqlite://"):
         return None
-    rest = uri[len("sqlite://"):].split("?", 1)[0]
+    rest = uri[len("sqlite://") :].split("?", 1)[0]
+    # sqlite:///rel.db -> "/rel.db" (relative), sqlite:////abs.db -> "//abs.db" (absolute)
     if not rest.startswith("/") or rest in ("/", "/:memory:"):
         return None
-    return Path(rest[1:])
+    return Path(rest[1:]).resolve()
 
 
 def recorded_run_count(uri: str) -> int | None:
     """Live (not deleted) runs in a sqlite store that carry a run record id: 0 when the file is
     missing or has no schema, None when that cannot be told cheaply (not sqlite, locked,
     unreadable)."""
-    db = _sqlite_file(uri)
+    db = sqlite_db_path(uri)
     if db is None:
         return None
     if not db.exists() or db.stat().st_size == 0:
@@ -145,7 +148,7 @@ def store_warning(uri: str, results_dir: PathLike) -> str | None:
     recorded = sum(1 for p in find_records(results_dir) if _has_output(p))
     if in_store >= recorded:
         return None
-    db = _sqlite_file(uri)
+    db = sqlite_db_path(uri)
     if db is None or not db.exists():
         state = "does not exist"
     elif in_store == 0:

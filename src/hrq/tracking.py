@@ -86,6 +86,7 @@ from hrq.runrecords import (  # noqa: E402
     read_record,
     record_output,
     run_record_path,
+    sqlite_db_path,
 )
 
 
@@ -161,17 +162,6 @@ PathLike = str | os.PathLike[str]
 # --------------------------------------------------------------------------- helpers
 
 
-def _sqlite_db_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///...`` URI, None for other or in-memory URIs."""
-    if not uri.startswith("sqlite://"):
-        return None
-    rest = uri[len("sqlite://") :].split("?", 1)[0]
-    # sqlite:///rel.db -> "/rel.db" (relative), sqlite:////abs.db -> "//abs.db" (absolute)
-    if not rest.startswith("/") or rest in ("/", "/:memory:"):
-        return None
-    return Path(rest[1:]).resolve()
-
-
 def _is_local_store(uri: str) -> bool:
     scheme = urlparse(uri).scheme
     return scheme in ("", "sqlite", "file") or (len(scheme) == 1 and os.name == "nt")
@@ -180,7 +170,7 @@ def _is_local_store(uri: str) -> bool:
 def lock_path_for(uri: str, results_dir: PathLike) -> Path:
     """The inter-process lock file guarding ``uri``: ``<db>.lock`` for sqlite files,
     else ``<results_dir>/.mlflow.lock``."""
-    db = _sqlite_db_path(uri)
+    db = sqlite_db_path(uri)
     if db is not None:
         return db.with_name(db.name + ".lock")
     return Path(results_dir).resolve() / ".mlflow.lock"
@@ -189,7 +179,7 @@ def lock_path_for(uri: str, results_dir: PathLike) -> Path:
 def _preimport_store(uri: str) -> None:
     """Import the store implementation outside the lock: importing MLflow's SQLAlchemy
     store takes ~2 s of CPU per process, which would otherwise serialise all jobs."""
-    if _sqlite_db_path(uri) is not None or urlparse(uri).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
+    if sqlite_db_path(uri) is not None or urlparse(uri).scheme.split("+")[0] in ("postgresql", "mysql", "mssql"):
         try:
             import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
         except ImportError:  # pragma: no cover - missing DB driver etc.: MLflow reports it later
@@ -209,7 +199,7 @@ def init_store(uri: str, results_dir: PathLike, *, lock_timeout: float = LOCK_TI
     concurrency.
     """
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    db = _sqlite_db_path(uri)
+    db = sqlite_db_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     _preimport_store(uri)
