@@ -2,10 +2,12 @@
 that explain themselves."""
 
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from hrq.tables.figures import FIGURE4_CAPTION, TokenSpacePanel, _recall_vs_h_figure, _token_space_figure
 from hrq.tables.html import markdown_to_html
@@ -35,13 +37,95 @@ def test_captions_are_valid_rst():
         publish_parts(text, writer="html", settings_overrides={"halt_level": 2})
 
 
+class _Page(HTMLParser):
+    """The parts of a rendered page the tests look at: title, headings, table rows (per cell: tag,
+    style attribute, text), list items, and every start tag seen."""
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.title, self.h2, self.rows, self.items, self.tags = "", [], [], [], []
+        self._cell = self._text = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("th", "td"):
+            self._cell = [tag, dict(attrs).get("style") or "", ""]
+        elif tag in ("title", "h2", "li"):
+            self._text = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td"):
+            self.rows[-1].append(tuple(self._cell))
+            self._cell = None
+        elif tag == "title":
+            self.title, self._text = self._text, None
+        elif tag in ("h2", "li"):
+            (self.h2 if tag == "h2" else self.items).append(self._text)
+            self._text = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell[2] += data
+        if self._text is not None:
+            self._text += data
+
+
+_DEMO_MD = ("## Table 9: demo\n\n| dataset | k | RQ mean ± std |\n|---|---|---:|\n| a\\|b | 3 | 1.0% ± 0.1 |\n"
+            "| c | 4 | — |\n\n- mean ± std: over n = 2 seeds <b>\n- second note\n")
+
+
 def test_markdown_table_to_html():
-    md = ("## Table 9: demo\n\n| dataset | k | RQ mean ± std |\n|---|---|---:|\n| a\\|b | 3 | 1.0% ± 0.1 |\n"
-          "| c | 4 | — |\n\n- mean ± std: over n = 2 seeds <b>\n- second note\n")
+    out = markdown_to_html(_DEMO_MD)
+    page = _Page(out)
+    assert page.title == "Table 9: demo" and page.h2 == ["Table 9: demo"]
+    # header + 2 body rows, 3 cells each: the escaped pipe in "a\|b" stays inside its cell
+    assert [[(tag, text) for tag, _, text in row] for row in page.rows] == [
+        [("th", "dataset"), ("th", "k"), ("th", "RQ mean ± std")],
+        [("td", "a|b"), ("td", "3"), ("td", "1.0% ± 0.1")],
+        [("td", "c"), ("td", "4"), ("td", "—")],
+    ]
+    assert page.items == ["mean ± std: over n = 2 seeds <b>", "second note"]
+    assert "<li>mean ± std: over n = 2 seeds &lt;b&gt;</li>" in out
+
+
+def test_markdown_table_right_aligned_columns_are_styled_right_and_tabular():
+    out = markdown_to_html(_DEMO_MD)
+    # the page's CSS selects right-aligned cells by a substring of their style attribute ...
+    rule = re.search(r'td\[style\*="([^"]+)"\][^{]*\{([^}]*)\}', out)
+    assert rule, "no CSS rule for right-aligned cells"
+    needle, decls = rule.groups()
+    assert "text-align: right" in decls and "tabular-nums" in decls
+    assert re.search(rf'th\[style\*="{re.escape(needle)}"\]', out), "header cells of numeric columns not styled"
+    # ... and exactly the cells of the "---:" column carry that substring
+    aligned = [[needle in style for _, style, _ in row] for row in _Page(out).rows]
+    assert aligned == [[False, False, True]] * 3
+
+
+def test_markdown_html_is_escaped_not_passed_through():
+    md = ("## <i>T</i>\n\n<script>alert(1)</script>\n\n| a | b |\n|---|---:|\n| <img src=x onerror=alert(1)> | 1 |\n\n"
+          "- note <a href=\"javascript:alert(1)\">x</a>\n\ntext <b>bold</b>\n")
     out = markdown_to_html(md)
-    assert "<title>Table 9: demo</title>" in out and "<h2>Table 9: demo</h2>" in out
-    assert out.count("<tr>") == 3 and "<td>a|b</td>" in out and '<td class="r">1.0% ± 0.1</td>' in out
-    assert "<li>mean ± std: over n = 2 seeds &lt;b&gt;</li>" in out and "<li>second note</li>" in out
+    page = _Page(out)
+    assert not {"script", "img", "a", "b", "i"} & set(page.tags), page.tags
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out and "&lt;img src=x onerror=alert(1)&gt;" in out
+    assert page.title == "<i>T</i>" and page.rows[1][0][2] == "<img src=x onerror=alert(1)>"
+    assert page.items == ['note <a href="javascript:alert(1)">x</a>']
+    assert "<title>a &lt;b&gt;</title>" in markdown_to_html(md, title="a <b>")
+
+
+def test_markdown_to_html_cli_writes_the_page(tmp_path):
+    from hrq.tables.html import main
+
+    src, dst = tmp_path / "t.md", tmp_path / "out" / "t.html"
+    dst.parent.mkdir()
+    src.write_text(_DEMO_MD, encoding="utf-8")
+    main([str(src), str(dst)])
+    assert dst.read_text(encoding="utf-8") == markdown_to_html(_DEMO_MD)
+    with pytest.raises(SystemExit):
+        main([str(src)])
 
 
 def test_figure4_legend_says_what_hue_and_shade_mean():
