@@ -119,9 +119,10 @@ def test_catalog_users_stay_in_their_subtree():
 
 def test_sampler_masks_true_hypernyms():
     rel = transitive_closure(make_hierarchy(2, 3).parent)
-    sampler = RelationSampler(rel, 13, negatives=200, generator=torch.Generator().manual_seed(0))
+    sampler = RelationSampler(rel, 13, negatives=200, generators=[torch.Generator().manual_seed(0)], chunk_steps=2)
     true = {tuple(p) for p in rel.tolist()}
     for child, parent, neg, valid in sampler.batches(8):
+        child, parent, neg, valid = child[0], parent[0], neg[0], valid[0]
         for i in range(child.numel()):
             for j in range(neg.shape[1]):
                 u, v = int(child[i]), int(neg[i, j])

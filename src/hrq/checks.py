@@ -13,6 +13,8 @@ loss would train on silently and write tokens. Both checks are cheap:
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 __all__ = ["LossMonitor", "NonFiniteError", "require_finite"]
@@ -49,9 +51,10 @@ class LossMonitor:
             monitor.check()      # raises NonFiniteError("epoch 3, step 17: loss is nan")
     """
 
-    def __init__(self) -> None:
+    def __init__(self, runs: Sequence[str] | None = None) -> None:
+        self._runs = list(runs) if runs is not None else None
         self._epoch = 0
-        self._first_bad: torch.Tensor | None = None  # step index, -1 while all finite
+        self._first_bad: torch.Tensor | None = None  # step index per run, -1 while all finite
         self._value: torch.Tensor | None = None
 
     def start_epoch(self, epoch: int) -> None:
@@ -60,20 +63,24 @@ class LossMonitor:
         self._value = None
 
     def observe(self, loss: torch.Tensor, step: int) -> None:
-        """Record ``loss`` (a scalar tensor) of step ``step``; stays on the loss's device."""
+        """Record ``loss`` of step ``step``: a scalar, or ``[R]`` per-run losses of stacked runs
+        (``runs`` names them); stays on the loss's device."""
         loss = loss.detach()
         if self._first_bad is None:
-            self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self._value = torch.zeros((), dtype=loss.dtype, device=loss.device)
+            self._first_bad = torch.full(loss.shape, -1, dtype=torch.long, device=loss.device)
+            self._value = torch.zeros(loss.shape, dtype=loss.dtype, device=loss.device)
         new = (self._first_bad < 0) & ~torch.isfinite(loss)
         self._first_bad = torch.where(new, torch.full_like(self._first_bad, step), self._first_bad)
         self._value = torch.where(new, loss, self._value)
 
     def check(self) -> None:
-        """Raise :class:`NonFiniteError` if a step of this epoch had a non-finite loss (one sync)."""
+        """Raise :class:`NonFiniteError` if a step of this epoch had a non-finite loss (one sync);
+        for stacked runs it names the first run that diverged."""
         if self._first_bad is None:
             return
-        step = int(self._first_bad)
-        if step >= 0:
-            raise NonFiniteError(f"epoch {self._epoch + 1}, step {step + 1}: the training loss is "
-                                 f"{float(self._value)} (diverged, or a non-finite input)")
+        first_bad = self._first_bad.flatten().tolist()
+        for run, step in enumerate(first_bad):
+            if step >= 0:
+                where = f"{self._runs[run]}, " if self._runs is not None else ""
+                raise NonFiniteError(f"{where}epoch {self._epoch + 1}, step {step + 1}: the training loss is "
+                                     f"{float(self._value.flatten()[run])} (diverged, or a non-finite input)")

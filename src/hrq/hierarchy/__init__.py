@@ -3,8 +3,11 @@
 from hrq.hierarchy.tokenizer import (
     HierarchyTokenizer,
     RelationSampler,
+    TokenizerStack,
     ranking_metrics,
     train_hierarchy_tokenizer,
+    train_hierarchy_tokenizers,
 )
 
-__all__ = ["HierarchyTokenizer", "RelationSampler", "ranking_metrics", "train_hierarchy_tokenizer"]
+__all__ = ["HierarchyTokenizer", "RelationSampler", "TokenizerStack", "ranking_metrics", "train_hierarchy_tokenizer",
+           "train_hierarchy_tokenizers"]

@@ -8,7 +8,10 @@ ball for HRQ. For a train relation (u, v) (v a hypernym of u) the loss is Nickel
 
 with negatives drawn uniformly and masked out when they are u's hypernyms in the *train*
 relations or equal to v (test relations are never looked at). Negatives are sampled on the
-device for a whole batch at once; membership is one ``searchsorted`` on sorted pair keys.
+device for many steps at once; membership is one ``searchsorted`` on sorted pair keys.
+
+The seeds of one cell train as one stack (:class:`TokenizerStack`,
+:func:`train_hierarchy_tokenizers`); one run is a stack of one.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ from __future__ import annotations
 import math
 import time
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import geoopt
 import torch
@@ -28,6 +30,7 @@ from hrq.checks import LossMonitor
 from hrq.manifold import BALL_EPS, poincare_ball
 from hrq.quantize import ResidualQuantizer, append_dedup_token
 from hrq.quantize.distance import nearest_scores
+from hrq.quantize.stacked import StackedResidualQuantizer, stackable
 
 
 class HierarchyTokenizer(nn.Module):
@@ -101,21 +104,13 @@ class HierarchyTokenizer(nn.Module):
         embeddings (points of the ball are projected by geoopt itself)."""
         if self.tangent_ball is None:
             return
-        max_norm = math.atanh(1 - BALL_EPS.get(self.embedding.dtype, 4e-3)) / self.curvature**0.5
-        index = torch.cat([n.flatten() for n in nodes])  # only when there is something to project
-        rows = self.embedding[index]
-        self.embedding[index] = rows * (max_norm / rows.norm(dim=-1, keepdim=True).clamp_min(max_norm))
+        # only when there is something to project
+        clip_tangent_rows_(self.embedding, torch.cat([n.flatten() for n in nodes]), self.curvature)
 
     def on_ball(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings as points where distances are measured: ``exp0`` of tangent embeddings
         (HG-Rec), else unchanged."""
         return self.tangent_ball.expmap0(x) if self.tangent_ball is not None else x
-
-    def rows(self, nodes: torch.Tensor) -> torch.Tensor:
-        """Embeddings of ``nodes [...]`` -> ``[..., dim]`` with a *sparse* gradient, so an
-        optimizer step touches only the rows of the batch (Nickel & Kiela's sparse updates): a
-        dense gradient made every step O(n_nodes · h), 7× slower on WordNet."""
-        return nn.functional.embedding(nodes, self.embedding, sparse=True)
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Distance in the embedding's geometry, broadcasting over leading dims."""
@@ -131,20 +126,6 @@ class HierarchyTokenizer(nn.Module):
         broadcast distance needs ``A·B·h`` floats, ~10 GB for 1024 nouns against all of WordNet."""
         hyperbolic = self.ball is not None or self.tangent_ball is not None
         return nearest_scores(self.on_ball(a), self.on_ball(b), self.curvature if hyperbolic else None)
-
-    def relation_loss(self, child: torch.Tensor, parent: torch.Tensor, negatives: torch.Tensor,
-                      valid: torch.Tensor) -> torch.Tensor:
-        """Mean softmax ranking loss of ``parent [B]`` against ``negatives [B, M]`` for ``child [B]``.
-
-        ``valid [B, M]`` masks out negatives that are true hypernyms.
-        """
-        candidates = torch.cat([parent.unsqueeze(-1), negatives], dim=-1)  # [B, 1+M]
-        d = self.distance(self.rows(child).unsqueeze(1), self.rows(candidates))
-        logits = (-d).masked_fill(~torch.cat([torch.ones_like(valid[:, :1]), valid], -1), float("-inf"))
-        return nn.functional.cross_entropy(logits, torch.zeros_like(child))
-
-    def quantizer_loss(self, nodes: torch.Tensor) -> torch.Tensor:
-        return self.quantizer(self.rows(nodes)).loss
 
     @torch.no_grad()
     def codes(self) -> torch.Tensor:
@@ -162,60 +143,223 @@ class HierarchyTokenizer(nn.Module):
         return append_dedup_token(self.codes())
 
 
-@dataclass
 class RelationSampler:
-    """Batches of train relations with masked uniform negatives, all on one device."""
+    """Batches of train relations with masked uniform negatives for R runs, all on one device.
 
-    relations: torch.Tensor  # [E, 2] (child, parent)
-    n_nodes: int
-    negatives: int
-    generator: torch.Generator
-    keys: torch.Tensor = field(init=False)
+    Run ``r`` draws its epoch order and its negatives from ``generators[r]`` alone, so a run's
+    batches are the same whether it is sampled alone or in a stack. Negatives are drawn for
+    ``chunk_steps`` steps at once (one draw per run and chunk, not per step), and their mask is
+    one ``searchsorted`` on sorted pair keys for the whole chunk.
 
-    def __post_init__(self) -> None:
-        self.keys = torch.sort(self.relations[:, 0] * self.n_nodes + self.relations[:, 1]).values
+    Args:
+        relations: ``LongTensor [E, 2]`` (child, parent) pairs on the device.
+        n_nodes: negatives are drawn uniformly from ``range(n_nodes)``.
+        negatives: ``M`` negatives per relation.
+        generators: one generator per run, on the relations' device.
+        chunk_steps: steps whose negatives are drawn at once.
+    """
+
+    def __init__(self, relations: torch.Tensor, n_nodes: int, negatives: int,
+                 generators: Sequence[torch.Generator], chunk_steps: int = 64) -> None:
+        if not generators:
+            raise ValueError("need one generator per run, got none")
+        self.relations, self.n_nodes, self.negatives = relations, n_nodes, negatives
+        self.generators = list(generators)
+        self.chunk_steps = chunk_steps
+        self.keys = torch.sort(relations[:, 0] * n_nodes + relations[:, 1]).values
 
     def is_relation(self, child: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         key = child * self.n_nodes + other
-        pos = torch.searchsorted(self.keys, key).clamp_max(self.keys.numel() - 1)
+        pos = torch.searchsorted(self.keys, key.flatten()).clamp_max(self.keys.numel() - 1).view_as(key)
         return self.keys[pos] == key
 
-    def batches(self, batch_size: int):
-        perm = torch.randperm(self.relations.shape[0], generator=self.generator,
-                              device=self.generator.device).to(self.relations.device)
-        for start in range(0, perm.numel(), batch_size):
-            batch = self.relations[perm[start : start + batch_size]]
-            child, parent = batch[:, 0], batch[:, 1]
-            neg = torch.randint(self.n_nodes, (batch.shape[0], self.negatives), generator=self.generator,
-                                device=self.generator.device).to(self.relations.device)
+    def _per_run(self, draw) -> torch.Tensor:
+        return torch.stack([draw(g) for g in self.generators]).to(self.relations.device)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """One epoch of ``(child [R, B], parent [R, B], negatives [R, B, M], valid [R, B, M])``;
+        ``valid`` is False for a negative that is the child, the parent, or any train hypernym
+        of the child."""
+        n_rel = self.relations.shape[0]
+        order = self._per_run(lambda g: torch.randperm(n_rel, generator=g, device=g.device))  # [R, E]
+        chunk = batch_size * self.chunk_steps
+        for lo in range(0, n_rel, chunk):
+            hi = min(lo + chunk, n_rel)
+            pairs = self.relations[order[:, lo:hi]]  # [R, n, 2]
+            child, parent = pairs[..., 0], pairs[..., 1]
+            neg = self._per_run(lambda g: torch.randint(self.n_nodes, (hi - lo, self.negatives), generator=g,
+                                                        device=g.device))  # [R, n, M]
             c = child.unsqueeze(-1).expand_as(neg)
             valid = (neg != parent.unsqueeze(-1)) & (neg != c) & ~self.is_relation(c, neg)
-            yield child, parent, neg, valid
+            for start in range(0, hi - lo, batch_size):
+                step = slice(start, start + batch_size)
+                yield child[:, step], parent[:, step], neg[:, step], valid[:, step]
 
 
-def train_hierarchy_tokenizer(
-    model: HierarchyTokenizer,
+def clip_tangent_rows_(table: torch.Tensor, index: torch.Tensor, curvature: float) -> None:
+    """Rescale rows ``index`` of tangent vectors ``table`` (in place) to at most the norm whose
+    ``exp0`` is geoopt's projection radius (see :meth:`HierarchyTokenizer.project_`)."""
+    max_norm = math.atanh(1 - BALL_EPS.get(table.dtype, 4e-3)) / curvature**0.5
+    rows = table[index]
+    table[index] = rows * (max_norm / rows.norm(dim=-1, keepdim=True).clamp_min(max_norm))
+
+
+def ranking_loss(distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], child: torch.Tensor,
+                 candidates: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Softmax ranking loss of each relation, ``[...]``: ``child [..., h]`` against
+    ``candidates [..., 1+M, h]`` (the parent first, then the negatives) by ``distance``; ``valid
+    [..., M]`` masks out negatives that are true hypernyms."""
+    logits = -distance(child.unsqueeze(-2), candidates)  # [..., 1+M]
+    keep = torch.cat([torch.ones_like(valid[..., :1]), valid], -1)
+    logits = logits.masked_fill(~keep, float("-inf"))
+    return torch.logsumexp(logits, -1) - logits[..., 0]
+
+
+class TokenizerStack(nn.Module):
+    """R :class:`HierarchyTokenizer` members of one shape trained as one (issue 16).
+
+    The members' embedding tables are concatenated into one ``[R * n_nodes, h]`` table (run
+    ``r``'s node ``u`` is row ``r * n_nodes + u``), and their quantizers become one
+    :class:`~hrq.quantize.stacked.StackedResidualQuantizer` when :func:`~hrq.quantize.stacked.stackable`
+    (RQ, HRQ); other quantizers (HG-Rec) stay the members' own and run one after another
+    within each step. Every loss is per run (``[R]``); their sum gives each run its own gradient.
+    :meth:`write_back` copies the trained parameters into the members, which then give codes,
+    rankings and outputs exactly as a single run's model does.
+
+    The table is updated row-sparsely: :meth:`losses` gathers the step's distinct rows as one
+    dense leaf and :meth:`step_rows` takes a Riemannian SGD step on those rows alone, with
+    geoopt's ``egrad2rgrad`` and ``retr``: the update of geoopt's ``SparseRiemannianSGD``
+    (without momentum) on a dense ``[rows, h]`` gradient. Its sparse-tensor coalescing and
+    ``index_select`` were 60% of a stacked Table 1 step (benchmarks/cost.py).
+    """
+
+    def __init__(self, models: Sequence[HierarchyTokenizer]) -> None:
+        super().__init__()
+        if not models:
+            raise ValueError("need at least one model to stack")
+        first = models[0]
+        for m in models:
+            if (m.embedding.shape, m.geometry, m.curvature, m.tangent_ball is None) != \
+                    (first.embedding.shape, first.geometry, first.curvature, first.tangent_ball is None):
+                raise ValueError("stacked tokenizers must share n_nodes, h, geometry and curvature")
+        self.runs, (self.n_nodes, self.dim) = len(models), first.embedding.shape
+        self._members = tuple(models)  # a tuple: not registered as submodules
+        quantizers = [m.quantizer for m in models]
+        self.quantizer = StackedResidualQuantizer(quantizers) if stackable(quantizers) else nn.ModuleList(quantizers)
+        self.manifold = first.ball if first.ball is not None else geoopt.Euclidean()
+        table = torch.cat([m.embedding.detach() for m in models])
+        self.embedding = geoopt.ManifoldParameter(table, manifold=self.manifold, requires_grad=False)
+        self.register_buffer("offsets", torch.arange(self.runs, device=table.device) * self.n_nodes)
+        self._rows: tuple[torch.Tensor, torch.Tensor] | None = None  # (table rows, their leaf) of the step
+
+    @property
+    def members(self) -> tuple[HierarchyTokenizer, ...]:
+        return self._members
+
+    def _flat(self, nodes: torch.Tensor) -> torch.Tensor:
+        return nodes + self.offsets.view(-1, *[1] * (nodes.ndim - 1))
+
+    def _gather(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Run ``r``'s embeddings of ``nodes [R, ...]`` -> ``[R, ..., h]``, through one leaf of the
+        distinct rows (a node seen twice adds up its gradients there)."""
+        index, inverse = torch.unique(self._flat(nodes), return_inverse=True)
+        # index_select (backward: index_add) rather than [] (index_put): 3x faster on CPU
+        leaf = self.embedding.detach().index_select(0, index).requires_grad_()
+        self._rows = (index, leaf)
+        return leaf.index_select(0, inverse.flatten()).view(*nodes.shape, self.dim)
+
+    def losses(self, child: torch.Tensor, parent: torch.Tensor, negatives: torch.Tensor,
+               valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-run mean ranking loss ``[R]`` of ``parent [R, B]`` against ``negatives [R, B, M]``
+        (``valid [R, B, M]`` masks true hypernyms), and per-run quantizer loss ``[R]`` of the
+        children's and parents' embeddings."""
+        batch = child.shape[1]
+        rows = self._gather(torch.cat([child, parent, negatives.flatten(1)], -1))  # [R, 2B + BM, h]
+        # split, not slices: its backward is one cat, where each slice's backward zero-fills a
+        # tensor of the whole gather's size
+        child_rows, parent_rows, negative_rows = rows.split([batch, batch, rows.shape[1] - 2 * batch], 1)
+        candidates = torch.cat([parent_rows.unsqueeze(2), negative_rows.view(*negatives.shape, self.dim)], 2)
+        relation = ranking_loss(self._members[0].distance, child_rows, candidates, valid).mean(-1)
+        nodes = torch.cat([child_rows, parent_rows], 1)
+        if isinstance(self.quantizer, StackedResidualQuantizer):
+            return relation, self.quantizer(nodes).loss
+        return relation, torch.stack([q(nodes[run]).loss for run, q in enumerate(self.quantizer)])
+
+    @torch.no_grad()
+    def step_rows(self, lr: float) -> None:
+        """Riemannian SGD on the rows the last :meth:`losses` gathered (after ``backward``); tangent
+        embeddings (HG-Rec) are kept within exp0's reach (:meth:`HierarchyTokenizer.project_`)."""
+        index, leaf = self._rows
+        if leaf.grad is not None:
+            self.embedding.index_copy_(0, index, self.manifold.retr(leaf, -lr * self.manifold.egrad2rgrad(leaf, leaf.grad)))
+            if self._members[0].tangent_ball is not None:
+                clip_tangent_rows_(self.embedding, index, self._members[0].curvature)
+        self._rows = None
+
+    @torch.no_grad()
+    def write_back(self) -> None:
+        """Copy each run's embedding rows and codebooks into its member."""
+        for run, m in enumerate(self._members):
+            m.embedding.copy_(self.embedding[run * self.n_nodes : (run + 1) * self.n_nodes])
+        if isinstance(self.quantizer, StackedResidualQuantizer):
+            self.quantizer.write_back()
+
+    @torch.no_grad()
+    def init_codebooks(self, generators: Sequence[torch.Generator]) -> None:
+        """k-means codebook init of every member from its current embeddings (each with its own
+        CPU generator), then into the stack."""
+        self.write_back()
+        for m, gen in zip(self._members, generators):
+            m.quantizer.init_from(m.embedding.detach(), generator=gen)
+        if isinstance(self.quantizer, StackedResidualQuantizer):
+            self.quantizer.load_members()
+
+
+def train_hierarchy_tokenizer(model: HierarchyTokenizer, relations: torch.Tensor, *, seed: int = 0,
+                              on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                              **options: Any) -> list[dict[str, float]]:
+    """Train one tokenizer: :func:`train_hierarchy_tokenizers` with one run (same options).
+
+    Returns its history; ``on_epoch(epoch, metrics)`` is called after each epoch.
+    """
+    relay = None if on_epoch is None else (lambda run, epoch, metrics: on_epoch(epoch, metrics))
+    return train_hierarchy_tokenizers([model], relations, seeds=[seed], on_epoch=relay, **options)[0]
+
+
+def train_hierarchy_tokenizers(
+    models: Sequence[HierarchyTokenizer],
     relations: torch.Tensor,
     *,
+    seeds: Sequence[int],
     epochs: int,
     lr: float,
     batch_size: int = 50,
     negatives: int = 50,
     warmup_epochs: int = 0,
     warmup_lr: float = 0.01,
-    seed: int = 0,
     codebook_optimizer: Mapping[str, Any] | None = None,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
     progress: bool = True,
-) -> list[dict[str, float]]:
-    """Train embedding and codebooks jointly with Riemannian SGD (plain SGD off the ball).
+) -> list[list[dict[str, float]]]:
+    """Train R independent tokenizers (e.g. the seeds of one cell) jointly, as one stack.
 
-    The first ``warmup_epochs`` run at ``warmup_lr`` (Nickel & Kiela's burn-in). When the
-    warm-up ends (or at the start without warm-up) the codebooks are initialised by k-means on
-    all embeddings, so they start where the embedding has spread to rather than at its init.
+    Each model trains its embedding and codebooks jointly with Riemannian SGD (plain SGD off
+    the ball). The first ``warmup_epochs`` run at ``warmup_lr`` (Nickel & Kiela's burn-in).
+    When the warm-up ends (or at the start without warm-up) the codebooks are initialised by
+    k-means on all embeddings, so they start where the embedding has spread to rather than at
+    its init.
+
+    Runs are independent and each is what it would be alone: run ``r`` draws its data order,
+    negatives and dead-code replacements from a device generator seeded with ``seeds[r]`` and its
+    k-means init from a CPU generator seeded with ``seeds[r]``; its parameters get only its own
+    gradients. Stacking changes only floating-point rounding (batched GEMMs) and the speed:
+    the step's fixed overhead is paid once for all runs (:class:`TokenizerStack`).
 
     Args:
-        relations: ``LongTensor [E, 2]`` train (hyponym, hypernym) pairs on the model's device.
+        models: tokenizers of one shape (:class:`TokenizerStack`), already on their device;
+            trained in place.
+        relations: ``LongTensor [E, 2]`` train (hyponym, hypernym) pairs.
+        seeds: one seed per model.
         codebook_optimizer: ``None`` or ``{"kind": "sgd"}``: the codebooks follow the
             embedding's schedule with Riemannian SGD (the paper's setting). ``{"kind": "adam",
             "lr": x}``: Riemannian Adam at the fixed ``lr`` x instead, for codebooks plain SGD
@@ -223,78 +367,87 @@ def train_hierarchy_tokenizer(
             ball-distance gradients threw them past exp0's float32 reach (median norms 13-35,
             89% of nodes sharing a multitoken on the demo taxonomy); HG-Rec itself trains them
             with AdamW at 1e-3 (its Table 6).
+        on_epoch: called as ``on_epoch(run, epoch, metrics)`` after each epoch, for each run.
     Returns:
-        one dict per epoch: ``train/loss``, ``train/relation_loss``, ``train/quantizer_loss``,
-        ``train/epoch_seconds`` (the training pass, diagnostics excluded) and the codebook diagnostics of all nodes (``usage/l*``, ``perplexity/l*``,
-        ``collision_rate``, ...).
+        per model, one dict per epoch: ``train/loss``, ``train/relation_loss``,
+        ``train/quantizer_loss``, ``train/epoch_seconds`` (the stack's training pass,
+        diagnostics excluded: the same for every run) and the codebook diagnostics of all nodes
+        (``usage/l*``, ``perplexity/l*``, ``collision_rate``, ...).
     """
-    device = model.embedding.device
-    relations = relations.to(device)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    sampler = RelationSampler(relations, model.embedding.shape[0], negatives, gen)
+    if len(seeds) != len(models):
+        raise ValueError(f"need one seed per model: {len(models)} models, {len(seeds)} seeds")
+    stack = TokenizerStack(models)
+    device = stack.embedding.device
+    generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    kmeans_generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    for m, gen in zip(models, generators):
+        if hasattr(m.quantizer, "generator"):
+            m.quantizer.generator = gen  # dead-code draws: the run's own stream
+    sampler = RelationSampler(relations.to(device), stack.n_nodes, negatives, generators)
     start_lr = warmup_lr if warmup_epochs else lr
-    # Sparse Riemannian SGD for the embedding table (only the batch's rows move), plain
+    # Riemannian SGD on the batch's rows of the embedding table (TokenizerStack.step_rows), plain
     # Riemannian SGD for the dense codebooks; both follow the same learning-rate schedule
     # unless the codebooks get their own optimizer.
     book_opt = dict(codebook_optimizer or {"kind": "sgd"})
     kind = book_opt.pop("kind", "sgd")
     if kind == "sgd" and not book_opt:
-        books = geoopt.optim.RiemannianSGD(model.quantizer.parameters(), lr=start_lr)
+        books = geoopt.optim.RiemannianSGD(stack.quantizer.parameters(), lr=start_lr)
         scheduled = [books]
     elif kind == "adam" and set(book_opt) == {"lr"}:
-        books = geoopt.optim.RiemannianAdam(model.quantizer.parameters(), lr=float(book_opt["lr"]))
+        books = geoopt.optim.RiemannianAdam(stack.quantizer.parameters(), lr=float(book_opt["lr"]))
         scheduled = []
     else:
         raise ValueError(f"codebook_optimizer must be {{'kind': 'sgd'}} or {{'kind': 'adam', 'lr': x}}, "
                          f"got {codebook_optimizer!r}")
-    embedding_opt = geoopt.optim.SparseRiemannianSGD([model.embedding], lr=start_lr)
-    optimizers = [embedding_opt, books]
-    history = []
-    monitor = LossMonitor()
-    bar = tqdm(range(epochs), desc=f"{model.geometry} tokenizer", disable=not progress, leave=False)
+    embedding_lr = start_lr
+    kmeans_init = getattr(models[0].quantizer, "kmeans_init", False)
+    histories: list[list[dict[str, float]]] = [[] for _ in models]
+    monitor = LossMonitor([f"seed {s}" for s in seeds] if len(seeds) > 1 else None)
+    runs = f" × {len(models)} seeds" if len(models) > 1 else ""
+    bar = tqdm(range(epochs), desc=f"{models[0].geometry} tokenizer{runs}", disable=not progress, leave=False)
     for epoch in bar:
         if epoch == warmup_epochs:
-            for opt in [embedding_opt, *scheduled]:
+            embedding_lr = lr
+            for opt in scheduled:
                 for group in opt.param_groups:
                     group["lr"] = lr
-        if epoch == min(warmup_epochs, epochs - 1) and getattr(model.quantizer, "kmeans_init", False):
-            model.quantizer.init_from(model.embedding.detach())  # k-means per level on all embeddings
-        model.train()
+        if epoch == min(warmup_epochs, epochs - 1) and kmeans_init:
+            stack.init_codebooks(kmeans_generators)  # k-means per level on all embeddings
+        stack.train()
         # Loss sums stay on the device and are read once per epoch: a float() per step would
         # synchronise the device three times a step.
-        sums = torch.zeros(3, device=device)
+        sums = torch.zeros(len(models), 3, device=device)
         count = 0
         monitor.start_epoch(epoch)
         start_time = time.perf_counter()
         for step, (child, parent, neg, valid) in enumerate(sampler.batches(batch_size)):
-            rel = model.relation_loss(child, parent, neg, valid)
-            q = model.quantizer_loss(torch.cat([child, parent]))
+            rel, q = stack.losses(child, parent, neg, valid)
             # Both terms are batch means, as in Nickel & Kiela's code (whose batch size 50 and
             # lr 1.0 the paper adopts). A summed relation loss moves a frequent hypernym by the
             # sum of its relations' gradients in one step: without the ball's conformal factor to
             # damp it, Euclidean embeddings then jump to norms ~50 at lr 1.0 and never recover.
-            loss = rel + 2 * q  # L_RQ(E(u)) + L_RQ(E(v)) per relation
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimizers:
-                opt.step()
-            model.project_(child, parent, neg)
+            loss = rel + 2 * q  # [R]: L_RQ(E(u)) + L_RQ(E(v)) per relation
+            books.zero_grad(set_to_none=True)
+            loss.sum().backward()  # runs share no parameter: each gets its own gradient
+            books.step()
+            stack.step_rows(embedding_lr)
             monitor.observe(loss, step)
-            n = child.numel()
-            sums += torch.stack([loss.detach(), rel.detach(), q.detach()]) * n
+            n = child.shape[1]
+            sums += torch.stack([loss.detach(), rel.detach(), q.detach()], -1) * n
             count += n
-        total, rel_total, q_total = (sums / count).tolist()  # synchronises: the epoch's work is done
+        means = (sums / count).tolist()  # synchronises: the epoch's work is done
         seconds = time.perf_counter() - start_time
         monitor.check()  # a diverged epoch stops the job before anything is written
-        metrics = {"train/loss": total, "train/relation_loss": rel_total,
-                   "train/quantizer_loss": q_total, "train/epoch_seconds": seconds}
-        metrics.update(model.quantizer.code_stats(model.codes()).as_dict())
-        history.append(metrics)
-        bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-    return history
+        stack.write_back()
+        for run, (model, (total, rel_total, q_total)) in enumerate(zip(models, means)):
+            metrics = {"train/loss": total, "train/relation_loss": rel_total,
+                       "train/quantizer_loss": q_total, "train/epoch_seconds": seconds}
+            metrics.update(model.quantizer.code_stats(model.codes()).as_dict())
+            histories[run].append(metrics)
+            if on_epoch is not None:
+                on_epoch(run, epoch, metrics)
+        bar.set_postfix(loss=f"{sum(m[0] for m in means) / len(means):.4f}")
+    return histories
 
 
 @torch.no_grad()

@@ -27,8 +27,10 @@ def nearest_scores(
     """Scores ``[N, s]`` whose row-wise argmin (and order) is that of the distance.
 
     Args:
-        x: queries ``[N, h]`` (points of the ball when ``curvature`` is given).
-        codebook: codewords ``[s, h]``.
+        x: queries ``[N, h]`` (points of the ball when ``curvature`` is given), or ``[R, N, h]``
+            for R stacked runs.
+        codebook: codewords ``[s, h]``, or ``[R, s, h]``: run ``r``'s queries are scored against
+            run ``r``'s codewords (one batched GEMM), giving ``[R, N, s]``.
         curvature: ``None`` for Euclidean distance, else the ball's curvature ``c > 0``.
 
     Returns:
@@ -41,16 +43,21 @@ def nearest_scores(
     """
     c_sq = codebook.pow(2).sum(-1)
     if curvature is None:
-        return torch.addmm(c_sq, x, codebook.t(), beta=1.0, alpha=-2.0)
-    w = 1.0 / (1.0 - curvature * c_sq).clamp_min(_MIN_DENOM)
-    x_aug = torch.cat([x, x.pow(2).sum(-1, keepdim=True)], dim=-1)
-    book_aug = torch.cat([codebook * (-2.0 * w).unsqueeze(-1), w.unsqueeze(-1)], dim=-1)
-    return torch.addmm(c_sq * w, x_aug, book_aug.t())
+        bias, lhs, rhs, alpha = c_sq, x, codebook, -2.0
+    else:
+        w = 1.0 / (1.0 - curvature * c_sq).clamp_min(_MIN_DENOM)
+        lhs = torch.cat([x, x.pow(2).sum(-1, keepdim=True)], dim=-1)
+        rhs = torch.cat([codebook * (-2.0 * w).unsqueeze(-1), w.unsqueeze(-1)], dim=-1)
+        bias, alpha = c_sq * w, 1.0
+    if codebook.ndim == 3:  # stacked runs: one batched GEMM
+        return torch.baddbmm(bias.unsqueeze(1), lhs, rhs.transpose(1, 2), alpha=alpha)
+    return torch.addmm(bias, lhs, rhs.t(), alpha=alpha)
 
 
 def nearest(
     x: torch.Tensor, codebook: torch.Tensor, curvature: float | None = None
 ) -> torch.Tensor:
-    """Index ``[N]`` of the nearest codeword for each row of ``x`` (no gradient)."""
+    """Index ``[N]`` (``[R, N]`` for stacked runs) of the nearest codeword for each row of ``x``
+    (no gradient)."""
     with torch.no_grad():
         return nearest_scores(x, codebook, curvature).argmin(dim=-1)

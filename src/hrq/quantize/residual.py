@@ -121,6 +121,8 @@ class ResidualQuantizer(QuantizerBase):
             books.append(geoopt.ManifoldParameter(init, manifold=manifold))
         self.codebooks = nn.ParameterList(books)
         self._setup_kmeans_init(kmeans_init, kmeans_iters)
+        # Draws of the dead-code replacement; a trainer seeds one (None: torch's global generator).
+        self.generator: torch.Generator | None = None
         for i, size in enumerate(self.codebook_sizes):
             self.register_buffer(f"usage_ema_{i}", torch.full((size,), 1.0 / size))
 
@@ -164,38 +166,34 @@ class ResidualQuantizer(QuantizerBase):
     @torch.no_grad()
     def _replace_dead_codes(self, level: int, r: torch.Tensor, codes: torch.Tensor) -> None:
         """Update level ``level``'s usage average with ``codes [N]`` and move its dead codewords
-        onto distinct residuals ``r [N, dim]`` of the batch (the rest wait for the next batch:
-        two codewords on one point would leave one of them dead again)."""
-        ema = getattr(self, f"usage_ema_{level}")
-        share = torch.bincount(codes, minlength=ema.numel()).to(ema.dtype) / codes.numel()
-        ema.mul_(self.usage_decay).add_(share, alpha=1 - self.usage_decay)
-        floor = self.dead_code_threshold / ema.numel()
-        dead = (ema < floor).nonzero().squeeze(-1)
-        if dead.numel() == 0:
-            return
-        dead = dead[: r.shape[0]]
-        pick = torch.randperm(r.shape[0], device=r.device)[: dead.numel()]
-        self.codebooks[level].data[dead] = self.project(r[pick].detach())
-        # at the floor: a moved codeword that wins no point in the next batch moves again
-        ema[dead] = floor
+        onto distinct residuals ``r [N, dim]`` of the batch (:func:`replace_dead_codewords`)."""
+        replace_dead_codewords(self.codebooks[level].data, getattr(self, f"usage_ema_{level}"), r, codes,
+                               threshold=self.dead_code_threshold, decay=self.usage_decay,
+                               project=self.project, generator=self.generator)
 
     # ------------------------------------------------------------------ public API
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
-        """Quantize ``x [N, dim]`` (points of the ball for Poincaré; projected onto it first)."""
+        """Quantize ``x [N, dim]`` (points of the ball for Poincaré; projected onto it first).
+
+        Written for any leading shape of codebooks and points alike, so that
+        :class:`~hrq.quantize.stacked.StackedResidualQuantizer` runs this same pass on ``[R, N, dim]``
+        against codebooks ``[R, s, dim]`` (its loss is then one per run, ``[R]``).
+        """
         self._check_input(x)
         x = self.project(x)
         first_batch = self._kmeans_pending()
         r = x
         codes, words, residuals = [], [], []
-        loss = x.new_zeros(())
+        loss = x.new_zeros(x.shape[:-2])
         for level, book in enumerate(self.codebooks):
             if first_batch:
                 self._init_level(level, r)
             idx = nearest(r.detach(), book, self._c)
-            e = book[idx]
+            # book[idx] for [s, dim] codebooks, each run's own codewords for [R, s, dim]
+            e = book[idx] if book.ndim == 2 else torch.take_along_dim(book, idx.unsqueeze(-1), dim=-2)
             loss = loss + (
                 self._distance_sq(r.detach(), e) + self.commitment * self._distance_sq(r, e.detach())
-            ).mean()
+            ).mean(-1)
             if self.training and self.dead_code_threshold > 0:
                 self._replace_dead_codes(level, r, idx)
             codes.append(idx)
@@ -216,3 +214,27 @@ class ResidualQuantizer(QuantizerBase):
         if self.ball is not None:
             geo += f", curvature={self.curvature}, residual={self.residual}"
         return f"{super().extra_repr()}, {geo}"
+
+
+@torch.no_grad()
+def replace_dead_codewords(book: torch.Tensor, ema: torch.Tensor, r: torch.Tensor, codes: torch.Tensor, *,
+                           threshold: float, decay: float, project, generator: torch.Generator | None) -> None:
+    """Dead-code replacement of one codebook, in place.
+
+    Updates the usage average ``ema [K]`` with the batch's ``codes [N]``; codewords of ``book [K, dim]``
+    whose average falls below ``threshold / K`` move onto distinct residuals ``r [N, dim]`` of the
+    batch (drawn with ``generator``; ``project`` puts them on the ball). The rest wait for the next
+    batch: two codewords on one point would leave one of them dead again.
+    """
+    share = torch.bincount(codes, minlength=ema.numel()).to(ema.dtype) / codes.numel()
+    ema.mul_(decay).add_(share, alpha=1 - decay)
+    floor = threshold / ema.numel()
+    dead = (ema < floor).nonzero().squeeze(-1)
+    if dead.numel() == 0:
+        return
+    dead = dead[: r.shape[0]]
+    device = generator.device if generator is not None else r.device
+    pick = torch.randperm(r.shape[0], generator=generator, device=device)[: dead.numel()].to(r.device)
+    book[dead] = project(r[pick].detach())
+    # at the floor: a moved codeword that wins no point in the next batch moves again
+    ema[dead] = floor
