@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from closed_forms import dist, expmap0, logmap0, mobius_add, mobius_matvec, random_ball_points
 from hrq.manifold import mobius_add as mobius_add_fused
-from hrq.manifold import poincare_ball, project
+from hrq.manifold import poincare_ball, poincare_distance, project
 from hrq.nn import HyperbolicActivation, MobiusLinear
 from hrq.quantize import nearest, nearest_scores
 
@@ -153,3 +153,103 @@ def test_project_matches_geoopt_projx(dtype, c):
     w = torch.randn(6, 8, generator=g, dtype=dtype)
     torch.testing.assert_close(torch.autograd.grad((ours * w).sum(), x)[0],
                                torch.autograd.grad((ref * w).sum(), x)[0])
+
+
+# --- hrq's fused Poincaré distance (the relation loss's hot path) against geoopt's dist ---
+
+DIST_CURVATURES = st.sampled_from([0.5, 1.0, 2.0])
+DIST_RADII = st.sampled_from([0.5, 0.95, 0.999, 1 - 1e-6])
+
+
+def _ball_points(seed, shape, c, radius, dtype=torch.float64):
+    """Points ``shape`` of the ball: half with norm uniform in (0, radius/sqrt(c)), half at
+    radius/sqrt(c) (pairs of those near the boundary reach geoopt's artanh clamp)."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.nn.functional.normalize(torch.randn(shape, generator=g, dtype=dtype), dim=-1)
+    r = torch.rand(shape[:-1] + (1,), generator=g, dtype=dtype)
+    r = torch.where(torch.rand(r.shape, generator=g) < 0.5, torch.ones_like(r), r)
+    return d * r * radius / c**0.5
+
+
+def _dist_and_grads(f, x, y, w):
+    x, y = x.clone().requires_grad_(), y.clone().requires_grad_()
+    out = f(x, y)
+    return (out, *torch.autograd.grad((out * w).sum(), (x, y)))
+
+
+@fresh
+@given(seed=SEEDS, dim=DIMS, c=DIST_CURVATURES, radius=DIST_RADII)
+def test_poincare_distance_matches_geoopt_values_and_gradients(seed, dim, c, radius):
+    x = _ball_points(seed, (16, 1, dim), c, radius)
+    y = _ball_points(seed + 1, (16, 5, dim), c, radius)
+    w = torch.randn(16, 5, generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
+    ours = _dist_and_grads(lambda a, b: poincare_distance(a, b, c), x, y, w)
+    ref = _dist_and_grads(poincare_ball(c).dist, x, y, w)
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-9, atol=1e-12)
+    # gradients near the boundary reach ~1e6 and a row of x sums 5 of them with signs: geoopt's
+    # 1e-10 relative rounding there is absolute to their scale (ours agrees with mpmath to ~1e-13)
+    for a, b in zip(ours[1:], ref[1:]):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * b.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "x_shape, y_shape",
+    [((50, 1, 32), (50, 51, 32)), ((8, 50, 1, 32), (8, 50, 51, 32)), ((6, 7), (6, 7)),
+     ((7,), (5, 7)), ((4, 1, 7), (1, 5, 7)), ((3, 5, 7), (5, 7)), ((3, 5, 7), (3, 1, 7))],
+)
+def test_poincare_distance_broadcasts_like_geoopt(x_shape, y_shape):
+    c = 1.0
+    x, y = _ball_points(0, x_shape, c, 0.99), _ball_points(1, y_shape, c, 0.99)
+    shape = torch.broadcast_shapes(x_shape, y_shape)[:-1]
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=x.dtype)
+    ours = _dist_and_grads(lambda a, b: poincare_distance(a, b, c), x, y, w)
+    ref = _dist_and_grads(poincare_ball(c).dist, x, y, w)
+    assert ours[0].shape == shape and ours[1].shape == x_shape and ours[2].shape == y_shape
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    y_only = y.clone().requires_grad_()  # one input without a gradient
+    (g,) = torch.autograd.grad((poincare_distance(x, y_only, c) * w).sum(), y_only)
+    torch.testing.assert_close(g, ref[2], rtol=1e-8, atol=1e-10)
+    with torch.no_grad():  # the path without a graph gives the same values
+        torch.testing.assert_close(poincare_distance(x, y, c), ref[0], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("c", [0.5, 1.0, 2.0])
+def test_poincare_distance_gradcheck(c):
+    x = _ball_points(11, (3, 1, 5), c, 0.9)
+    y = _ball_points(12, (3, 4, 5), c, 0.9)
+    assert torch.autograd.gradcheck(
+        lambda a, b: poincare_distance(a, b, c), (x.requires_grad_(), y.requires_grad_())
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("c", [0.5, 1.0, 2.0])
+def test_poincare_distance_of_identical_points_is_zero_with_finite_gradient(dtype, c):
+    """At x == y the distance has a kink: ours gives the zero subgradient; geoopt's gradient there
+    is zero or, by the rounding of its Möbius numerator, a vector of norm 2/(1 - c||x||^2).
+    Candidates y[:, 1:] that differ from x match geoopt in float64 (for float32 points: geoopt's
+    float64 result on them, which ours is closer to than geoopt's float32 one: near the boundary
+    geoopt's float32 gradients are ~1e-2 off, ours ~1e-5)."""
+    x = project(_ball_points(3, (12, 1, 16), c, 0.999, dtype), c)  # onto geoopt's radius
+    y = torch.cat([x, project(_ball_points(4, (12, 3, 16), c, 0.999, dtype), c)], 1)
+    w = torch.ones(12, 4, dtype=dtype)
+    d, gx, gy = _dist_and_grads(lambda a, b: poincare_distance(a, b, c), x, y, w)
+    ref, ref_gx, ref_gy = _dist_and_grads(poincare_ball(c).dist, x, y, w)
+    assert torch.isfinite(d).all() and torch.isfinite(gx).all() and torch.isfinite(gy).all()
+    assert torch.isfinite(ref_gx).all() and torch.isfinite(ref_gy).all()
+    assert d.dtype == gx.dtype == gy.dtype == dtype
+    assert torch.equal(d[:, 0], torch.zeros(12, dtype=dtype))
+    torch.testing.assert_close(ref[:, 0], d[:, 0], rtol=0, atol=1e-6)
+    assert torch.equal(gy[:, 0], torch.zeros_like(gy[:, 0]))
+    # geoopt's there: 0, or a unit vector (in the ball's metric) of its numerator's rounding
+    lam = 2 / (1 - c * x[:, 0].pow(2).sum(-1))
+    geo = ref_gy[:, 0].norm(dim=-1) / lam
+    assert torch.all((geo == 0) | ((geo - 1).abs() < 1e-3))
+    other = _dist_and_grads(poincare_ball(c).dist, x.double(), y[:, 1:].double(), w[:, 1:].double())
+    single = dtype == torch.float32
+    torch.testing.assert_close(d[:, 1:].double(), other[0], rtol=1e-3 if single else 1e-9,
+                               atol=1e-12)
+    for ours, want in zip((gx, gy[:, 1:]), other[1:]):
+        torch.testing.assert_close(ours.double(), want, rtol=1e-4 if single else 1e-7,
+                                   atol=(1e-4 if single else 1e-9) * want.abs().max().item())

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hrq.checks import LossMonitor
-from hrq.manifold import BALL_EPS, poincare_ball
+from hrq.manifold import BALL_EPS, poincare_ball, poincare_distance
 from hrq.quantize import ResidualQuantizer, append_dedup_token
 from hrq.quantize.distance import nearest_scores
 from hrq.quantize.stacked import StackedResidualQuantizer, stackable
@@ -113,11 +113,12 @@ class HierarchyTokenizer(nn.Module):
         return self.tangent_ball.expmap0(x) if self.tangent_ball is not None else x
 
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Distance in the embedding's geometry, broadcasting over leading dims."""
+        """Distance in the embedding's geometry, broadcasting over leading dims (on the ball:
+        geoopt's ``dist``, fused: :func:`hrq.manifold.poincare_distance`)."""
         if self.ball is not None:
-            return self.ball.dist(a, b)
+            return poincare_distance(a, b, self.curvature)
         if self.tangent_ball is not None:
-            return self.tangent_ball.dist(self.on_ball(a), self.on_ball(b))
+            return poincare_distance(self.on_ball(a), self.on_ball(b), self.curvature)
         return (a - b).pow(2).sum(-1).clamp_min(1e-15).sqrt()
 
     def ranking_scores(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
