@@ -1,4 +1,5 @@
-"""A minimal, reusable (H)RQ-VAE training loop with progress and per-epoch metrics."""
+"""A minimal, reusable (H)RQ-VAE training loop with progress and per-epoch metrics; the seeds of
+one cell train as one stack (:func:`train_vaes`), one run is a stack of one (:func:`train_vae`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tqdm.auto import tqdm
 
 from hrq.checks import LossMonitor, require_finite
 from hrq.models.rqvae import ResidualQuantizedVAE, riemannian_optimizer
+from hrq.models.stacked import VAEStack
 
 
 @torch.no_grad()
@@ -109,21 +111,57 @@ def train_vae(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Train ``model`` on ``data [N, d]`` with a geoopt Riemannian optimizer.
+    """Train ``model`` on ``data [N, d]`` with a geoopt Riemannian optimizer: :func:`train_vaes`
+    with one run, the one training loop (codebook init, annealing and metrics are described there).
+
+    ``seed`` seeds the epochs' shuffling, the k-means init, the dead-code draws and (for HyperVQ,
+    RSQ) the Gumbel noise. After each epoch the metrics (``train/loss``,
+    ``train/reconstruction_loss``, ``train/quantizer_loss``, ``train/epoch_seconds``,
+    ``train/temperature`` where annealed, ``eval/...``) are passed to ``on_epoch(epoch, metrics)``
+    (``epoch`` counts from 0; e.g. an MLflow logger) and collected in the returned history (one
+    dict per epoch).
+    """
+    relay = None if on_epoch is None else (lambda run, epoch, metrics: on_epoch(epoch, metrics))
+    return train_vaes([model], data, seeds=[seed], epochs=epochs, batch_size=batch_size, lr=lr,
+                      optimizer=optimizer, kmeans_sample=kmeans_sample, on_epoch=relay, progress=progress)[0]
+
+
+def train_vaes(
+    models: Sequence[ResidualQuantizedVAE],
+    data: torch.Tensor,
+    *,
+    seeds: Sequence[int],
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    optimizer: str = "adam",
+    kmeans_sample: int | None = None,
+    on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> list[list[dict[str, float]]]:
+    """Train R independent VAEs of one shape (e.g. the seeds of one cell) on ``data [N, d]`` as
+    one :class:`~hrq.models.stacked.VAEStack`, with a geoopt Riemannian optimizer.
+
+    Runs are independent and each is what it would be alone (:func:`train_vae` is this with one
+    run): run ``r`` shuffles each epoch with a CPU generator seeded with ``seeds[r]``, initialises
+    its codebooks with that seed, and draws its dead-code replacements
+    (``ResidualQuantizer.generator``) and, for quantizers that do not stack, torch's global
+    generator's draws (Gumbel noise) from device generators seeded with ``seeds[r]``; its
+    parameters get only its own gradients. Stacking changes only floating-point rounding (batched
+    GEMMs) and the speed: a step's fixed overhead is paid once for all runs.
 
     Codebook init: a quantizer with ``kmeans_init`` that is not yet initialised gets its
     codebooks from :func:`init_codebooks` before the first step: k-means per level on the
     latents of all items (``kmeans_sample=None``) or of a seeded sample of ``kmeans_sample``
-    items; ``kmeans_sample=0`` leaves it to the quantizer's first training batch (the
+    items; ``kmeans_sample=0`` on the latents of the run's first training batch only (the
     TIGER-style init that issue 13 measured collapsing). Other quantizers start as built.
 
-    Each epoch shuffles with a generator seeded by ``seed``; after each epoch the metrics are
-    passed to ``on_epoch(epoch, metrics)`` (``epoch`` counts from 0; e.g. an MLflow logger) and
-    collected in the returned history (one dict per epoch):
+    After each epoch each run's metrics are passed to ``on_epoch(run, epoch, metrics)`` (``epoch``
+    counts from 0) and collected in its history (one dict per epoch):
 
     * ``train/loss``, ``train/reconstruction_loss``, ``train/quantizer_loss``: train-mode means;
-    * ``train/epoch_seconds``: wall-clock seconds of the epoch's training pass (evaluation
-      excluded);
+    * ``train/epoch_seconds``: wall-clock seconds of the stack's training pass (evaluation
+      excluded; the same for every run);
     * ``train/temperature``: for quantizers with a Gumbel-softmax temperature (HyperVQ, RSQ),
       the temperature the next training pass would use;
     * ``eval/...``: :func:`evaluate_vae` over all items, e.g. ``eval/reconstruction_loss`` and
@@ -134,51 +172,74 @@ def train_vae(
     training-mode forward pass, which is exactly one per optimizer step here, so the loop only
     calls ``set_step`` for a quantizer whose step did not move in a forward pass (never counting
     twice).
+
+    Args:
+        models: VAEs of one shape, on ``data``'s device; trained in place.
+        seeds: one seed per model.
+    Returns:
+        per model, its history.
     """
-    quantizer = model.quantizer
+    if len(seeds) != len(models):
+        raise ValueError(f"need one seed per model: {len(models)} models, {len(seeds)} seeds")
     require_finite(data, "train_vae data")  # once: the steps are not checked one by one
     if kmeans_sample is not None and kmeans_sample < 0:
         raise ValueError(f"kmeans_sample must be None (all items), 0 (first batch) or > 0, got {kmeans_sample}")
-    if getattr(quantizer, "kmeans_init", False) and not bool(quantizer.initialized) and kmeans_sample != 0:
-        init_codebooks(model, data, sample=kmeans_sample, seed=seed)
-    opt = riemannian_optimizer(model.parameters(), lr, optimizer)
-    gen = torch.Generator().manual_seed(seed)
-    anneal = _annealed(quantizer)
-    history: list[dict[str, float]] = []
-    monitor = LossMonitor()
-    bar = tqdm(range(epochs), desc=f"{model.geometry} VAE", disable=not progress, leave=False)
-    for epoch in bar:
+    n, device = data.shape[0], data.device
+    for model, seed in zip(models, seeds):
+        quantizer = model.quantizer
+        if getattr(quantizer, "kmeans_init", False) and not bool(quantizer.initialized):
+            if kmeans_sample == 0:  # the run's first batch: the first draw of its epoch generator
+                first = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:batch_size]
+                init_codebooks(model, data[first.to(device)], seed=seed)
+            else:
+                init_codebooks(model, data, sample=kmeans_sample, seed=seed)
+        if hasattr(quantizer, "generator"):
+            quantizer.generator = torch.Generator(device=device).manual_seed(int(seed))
         model.train()
+    stack = VAEStack(models, [torch.Generator(device=device).manual_seed(int(s)) for s in seeds])
+    opt = riemannian_optimizer(stack.parameters(), lr, optimizer)
+    epoch_generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    quantizers = [m.quantizer for m in models]
+    anneal = _annealed(quantizers[0])
+    histories: list[list[dict[str, float]]] = [[] for _ in models]
+    monitor = LossMonitor([f"seed {s}" for s in seeds] if len(seeds) > 1 else None)
+    runs = f" × {len(models)} seeds" if len(models) > 1 else ""
+    bar = tqdm(range(epochs), desc=f"{models[0].geometry} VAE{runs}", disable=not progress, leave=False)
+    for epoch in bar:
+        stack.train()
         start_time = time.perf_counter()
-        perm = torch.randperm(data.shape[0], generator=gen).to(data.device)
+        perm = torch.stack([torch.randperm(n, generator=g) for g in epoch_generators]).to(device)  # [R, N]
         # Loss sums stay on the device, read once per epoch (a float() per step synchronises).
-        sums = torch.zeros(3, device=data.device)
+        sums = torch.zeros(len(models), 3, device=device)
         monitor.start_epoch(epoch)
-        for step_index, start in enumerate(range(0, data.shape[0], batch_size)):
-            batch = data[perm[start : start + batch_size]]
-            step = quantizer.step if anneal else 0
-            out = model(batch)
-            if anneal and quantizer.step == step:
-                quantizer.set_step(step + 1)
+        for step_index, start in enumerate(range(0, n, batch_size)):
+            batch = data[perm[:, start : start + batch_size]]  # [R, B, d]: each run its own items
+            steps = [q.step for q in quantizers] if anneal else []
+            out = stack(batch)
+            for q, step in zip(quantizers, steps):
+                if q.step == step:
+                    q.set_step(step + 1)
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            out.loss.sum().backward()  # runs share no parameter: each gets its own gradient
             opt.step()
             monitor.observe(out.loss, step_index)
             sums += torch.stack([out.loss.detach(), out.reconstruction_loss.detach(),
-                                 out.quantizer_loss.detach()]) * batch.shape[0]
-        total, recon, quant = (sums / data.shape[0]).tolist()  # synchronises: the epoch's work is done
+                                 out.quantizer_loss.detach()], -1) * batch.shape[1]
+        means = (sums / n).tolist()  # synchronises: the epoch's work is done
         seconds = time.perf_counter() - start_time
         monitor.check()  # a diverged epoch stops training before it is reported or written
-        metrics = {"train/loss": total, "train/reconstruction_loss": recon,
-                   "train/quantizer_loss": quant, "train/epoch_seconds": seconds}
-        if hasattr(quantizer, "temperature"):
-            metrics["train/temperature"] = float(quantizer.temperature)
-        metrics.update({f"eval/{k}": v for k, v in evaluate_vae(model, data).items()})
-        history.append(metrics)
-        bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-    return history
+        stack.write_back()
+        for run, (model, (total, recon, quant)) in enumerate(zip(models, means)):
+            metrics = {"train/loss": total, "train/reconstruction_loss": recon,
+                       "train/quantizer_loss": quant, "train/epoch_seconds": seconds}
+            if hasattr(model.quantizer, "temperature"):
+                metrics["train/temperature"] = float(model.quantizer.temperature)
+            metrics.update({f"eval/{k}": v for k, v in evaluate_vae(model, data).items()})
+            histories[run].append(metrics)
+            if on_epoch is not None:
+                on_epoch(run, epoch, metrics)
+        bar.set_postfix(loss=f"{sum(m[0] for m in means) / len(means):.4f}")
+    return histories
 
 
 def collision_summary(
