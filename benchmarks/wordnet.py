@@ -30,7 +30,7 @@ import torch
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 from hrq.data.wordnet import noun_closure, open_wordnet, subtree  # noqa: E402
-from hrq.hierarchy import HierarchyTokenizer, RelationSampler  # noqa: E402
+from hrq.hierarchy import HierarchyTokenizer, RelationSampler, TokenizerStack  # noqa: E402
 from hrq.seq2seq import MultitokenVocab, PrefixTrie, Seq2SeqConfig, build_model, generate_ranked  # noqa: E402
 
 GRID_POINTS = 2 * 3 * 4  # k ∈ {3,4} × s ∈ {64,128,256} × h ∈ {4,8,16,32}
@@ -61,21 +61,20 @@ def tokenizer_rate(geometry: str, n_nodes: int, train: torch.Tensor, args, devic
     import geoopt
 
     model = HierarchyTokenizer(n_nodes, args.h, args.k, args.s, geometry=geometry).to(device)
-    model.quantizer(model.embedding.detach())  # k-means init, as at the end of the warm-up
-    optimizers = [geoopt.optim.SparseRiemannianSGD([model.embedding], lr=1.0),
-                  geoopt.optim.RiemannianSGD(model.quantizer.parameters(), lr=1.0)]
+    model.quantizer.init_from(model.embedding.detach())  # k-means init, as at the end of the warm-up
+    stack = TokenizerStack([model])  # one run; benchmarks/cost.py compares stacks of seeds
+    books = geoopt.optim.RiemannianSGD(stack.quantizer.parameters(), lr=1.0)
     gen = torch.Generator(device=device).manual_seed(0)
-    sampler = RelationSampler(train.to(device), n_nodes, 50, gen)
+    sampler = RelationSampler(train.to(device), n_nodes, 50, [gen])
     batches = sampler.batches(args.batch_size)
 
     def step():
         child, parent, neg, valid = next(batches)
-        loss = model.relation_loss(child, parent, neg, valid) + 2 * model.quantizer_loss(torch.cat([child, parent]))
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in optimizers:
-            opt.step()
+        rel, q = stack.losses(child, parent, neg, valid)
+        books.zero_grad(set_to_none=True)
+        (rel + 2 * q).sum().backward()
+        books.step()
+        stack.step_rows(1.0)
         return child.numel()
 
     for _ in range(5):
