@@ -60,8 +60,8 @@ def test_hierarchy_training_stops_at_the_first_non_finite_loss():
 
 
 def test_a_diverging_stage_writes_nothing_and_its_run_fails(tmp_path):
-    """The tokenizer stage at an absurd lr: the error names the run, epoch and step, no output
-    file exists, and the MLflow run is FAILED."""
+    """The tokenizer stage at an absurd lr: the error names the run (of the two stacked seeds,
+    the one that diverged), epoch and step, no output file exists, and the MLflow runs are FAILED."""
     from hrq.stages.tokenize import tokenize_hierarchy
     from hrq.tracking import default_tracking_uri
 
@@ -72,27 +72,30 @@ def test_a_diverging_stage_writes_nothing_and_its_run_fails(tmp_path):
                   "top_level": tree.top_level.numpy()}).to_parquet(tmp_path / "nodes.parquet")
     pd.DataFrame({"child": rel[:, 0], "parent": rel[:, 1],
                   "split": ["train"] * (len(rel) - 3) + ["test"] * 3}).to_parquet(tmp_path / "relations.parquet")
-    out = tmp_path / "tokens"
-    outputs = {"tokens": str(out / "tokens.parquet"), "metrics": str(out / "metrics.parquet")}
+    from hrq.stages.jobs import SeedRun, TokenizerJob
+
     cell = {"dataset": "toy", "method": "rq", "k": 2, "s": 4, "h": 4}
-    params = {"method": "rq", "method_spec": {"geometry": "euclidean"}, "k": 2, "s": 4, "h": 4, "seed": 0,
-              "device": "cpu",
-              "tokenizer": {"epochs": 4, "warmup_epochs": 1, "warmup_lr": 0.01, "lr": 1e30, "batch_size": 4,
-                            "negatives": 5, "commitment": 0.25, "init_scale": 1e-3},
-              "tracking": {"results_dir": str(tmp_path / "results"), "experiment": "test/table1", "cell": cell,
-                           "job_key": outputs["tokens"], "run_name": "seed0 tokenizer"}}
+    runs = []
+    for seed in (0, 1):  # two seeds trained as one stack
+        out = tmp_path / f"seed{seed}"
+        files = {"tokens": str(out / "tokens.parquet"), "metrics": str(out / "metrics.parquet")}
+        runs.append(SeedRun(seed, files, {"results_dir": str(tmp_path / "results"), "experiment": "test/table1",
+                                          "cell": cell, "job_key": files["tokens"], "run_name": f"seed{seed} tokenizer"}))
+    job = TokenizerJob(method="rq", method_spec={"geometry": "euclidean"}, k=2, s=4, h=4, device="cpu",
+                       options={"epochs": 4, "warmup_epochs": 1, "warmup_lr": 0.01, "lr": 1e30, "batch_size": 4,
+                                "negatives": 5, "commitment": 0.25, "init_scale": 1e-3}, runs=tuple(runs))
     inputs = {"nodes": str(tmp_path / "nodes.parquet"), "relations": str(tmp_path / "relations.parquet")}
-    with pytest.raises(NonFiniteError, match=r"test/table1 dataset=toy method=rq k=2 s=4 h=4 seed0 tokenizer: "
-                                             r"epoch 2, step \d+: the training loss is (nan|inf).*nothing was written"):
-        tokenize_hierarchy(inputs, outputs, params)
-    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(NonFiniteError, match=r"test/table1 dataset=toy method=rq k=2 s=4 h=4 seed(0|1) tokenizer: "
+                                             r"seed \1, epoch 2, step \d+: the training loss is (nan|inf).*"
+                                             r"nothing was written"):
+        tokenize_hierarchy(inputs, {}, job.to_params())
+    assert not any((tmp_path / f"seed{seed}").exists() for seed in (0, 1))
     import mlflow
 
     client = mlflow.MlflowClient(default_tracking_uri(str(tmp_path / "results")))
     runs = client.search_runs([client.get_experiment_by_name("test/table1").experiment_id],
                               "tags.`hrq.kind` = 'job'")
-    assert [r.info.status for r in runs] == ["FAILED"]
-
+    assert [r.info.status for r in runs] == ["FAILED", "FAILED"]  # the whole stack failed
 
 CURVATURES = (0.1, 1.0, 4.0)
 

@@ -58,8 +58,17 @@ def test_snakemake_takes_typed_list_and_nested_overrides(tmp_path):
     proc = dry_run(tmp_path, "all_tables", "--config", "seeds=[0,1,2]", "hierarchy={grid: {h: [8]}}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = job_counts(proc.stdout)
-    # 2 methods x 1 h x 3 seeds (the demo has h [4, 8] and 2 seeds)
-    assert counts["tokenize_hierarchy"] == 6 and counts["hypernym_generation"] == 6, counts
+    # 2 methods x 1 h x 3 seeds (the demo has h [4, 8] and 2 seeds): one tokenizer job per
+    # grid point trains its 3 seeds as one stack, one seq2seq job per seed
+    assert counts["tokenize_hierarchy"] == 2 and counts["hypernym_generation"] == 6, counts
+    # a tokenizer job per seed, as before stacking
+    counts = job_counts(dry_run(tmp_path, "all_tables", "--config", "seeds=[0,1,2]", "seeds_per_job=1",
+                                "hierarchy={grid: {h: [8]}}").stdout)
+    assert counts["tokenize_hierarchy"] == 6, counts
+    # groups of 2: seeds 0-1 in one job, seed 2 in another
+    counts = job_counts(dry_run(tmp_path, "all_tables", "--config", "seeds=[0,1,2]", "seeds_per_job=2",
+                                "hierarchy={grid: {h: [8]}}").stdout)
+    assert counts["tokenize_hierarchy_seeds0_1"] == 2 and counts["tokenize_hierarchy_seed2"] == 2, counts
 
 
 def test_snakemake_quotes_the_bad_value_as_typed(tmp_path):

@@ -228,7 +228,7 @@ def test_after_snakemake_is_killed_its_orphan_exits_when_the_rerun_starts(tmp_pa
         time.sleep(0.2)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "the orphan is still running"
     logs = tmp_path / "results/demo/logs/tokenize_hierarchy/synthetic_taxonomy/hrq/k3_s16_h4"
-    kept = list(logs.glob("seed0.log.attempt-*"))
+    kept = list(logs.glob("seeds0-1.log.attempt-*"))  # the job trains seeds 0 and 1 as one stack
     assert len(kept) == 1
     orphan_log = kept[0].read_text()
     claimed = str(Path(target).with_name("metrics.parquet"))  # the job's first output (sorted by name)
@@ -239,7 +239,7 @@ def test_after_snakemake_is_killed_its_orphan_exits_when_the_rerun_starts(tmp_pa
     assert f"[hrq] tokenize-hierarchy: failed (exit status 75); this attempt's log is kept as {kept[0].name}" \
         in orphan_log
     assert f"[hrq] logs of earlier failed or killed attempts, beside this one: {kept[0].name}" in \
-        (logs / "seed0.log").read_text()
+        (logs / "seeds0-1.log").read_text()
     seed = (tmp_path / target).parent
     assert sorted(p.name for p in seed.iterdir()) == [
         "metrics.parquet", "tokens.parquet", "tokens.parquet.mlflow.json", "usage.png"]

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from hrq.config import ConfigError, command_line_texts, resolve_config, uses_gpu
 from hrq.grid import codebook_label, grid_s
+from hrq.stages.jobs import SeedRun, TokenizerJob, seed_groups, seeds_label
 
 try:
     # --configfile/--config values win over the preset (e.g. `--config device=cuda`); the
@@ -30,6 +31,11 @@ GRID_DIR = "k{k}_s{s}_h{h}"
 # a GPU machine. A job that trains on the CPU (device: cpu, or auto without a visible GPU)
 # holds no GPU, so CPU runs use every core instead of queueing behind a GPU token.
 GPU = 1 if uses_gpu(CFG) else 0
+# Tokenizer jobs train `seeds_per_job` seeds each, as one stack in one process (issue 16). With
+# 1, a rule with a {seed} wildcard (one job per seed); otherwise one rule per group of seeds,
+# named after the rule alone when one group holds every seed (the default), else
+# `<rule>_seeds0-3`-style. Per-seed paths stay the same either way.
+SEED_GROUPS = [None] if CFG["seeds_per_job"] == 1 else seed_groups(SEEDS, CFG["seeds_per_job"])
 
 
 def _alternatives(names):
@@ -58,6 +64,9 @@ class _PathPlaceholder:
 
     def __getattr__(self, name):
         return f"<{name}>"
+
+    def items(self):  # no named paths to iterate (tokenizer_job)
+        return []
 
 
 def stage_params(make):
@@ -108,6 +117,38 @@ def tracking(table, w, job_key=None, run_name=None):
     if job_key is not None:
         spec.update(job_key=job_key, run_name=run_name)
     return spec
+
+
+def group_rule_name(rule, group):
+    """The name of a seed group's rule (see SEED_GROUPS)."""
+    return rule if group is None or len(SEED_GROUPS) == 1 else f"{rule}_{seeds_label(group).replace('-', '_')}"
+
+
+def group_log(log_dir, group):
+    return f"{log_dir}/seed{{seed}}.log" if group is None else f"{log_dir}/{seeds_label(group)}.log"
+
+
+def seed_outputs(seed_dir, group, files):
+    """A tokenizer rule's outputs: ``files`` (name -> file name) in ``seed_dir`` (a path with a
+    ``{seed}`` placeholder) for the {seed} wildcard, or for each seed of the group as
+    ``<name>_<seed>``."""
+    if group is None:
+        return {name: f"{seed_dir}/{file}" for name, file in files.items()}
+    return {f"{name}_{seed}": f"{seed_dir.replace('{seed}', str(seed))}/{file}"
+            for seed in group for name, file in files.items()}
+
+
+def tokenizer_job(table, w, output, group, method_spec, options, run_name, logged=None):
+    """The rule's TokenizerJob: its grid point, options and, per seed, its outputs and MLflow
+    child run (``run_name(seed)``); ``logged``: further MLflow params of every run."""
+    seeds = [int(w.seed)] if group is None else list(group)
+    runs = []
+    for seed in seeds:
+        files = {name: str(path) for name, path in output.items()} if group is None else \
+            {name[: -len(f"_{seed}")]: str(path) for name, path in output.items() if name.endswith(f"_{seed}")}
+        runs.append(SeedRun(seed, files, tracking(table, w, files.get("tokens"), run_name(seed))))
+    return TokenizerJob(method=w.method, method_spec=method_spec, k=int(w.k), s=grid_s(w.s), h=int(w.h),
+                        options=options, device=CFG["device"], runs=tuple(runs), logged=logged or {}).to_params()
 
 
 def init_tracking_store():

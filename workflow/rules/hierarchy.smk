@@ -4,29 +4,32 @@ HIER_TOKENS = f"{R}/tokens/{{dataset}}/{{method}}/{GRID_DIR}/seed{{seed}}"
 HIER_DOWNSTREAM = f"{R}/downstream/{{dataset}}/{{method}}/{GRID_DIR}/seed{{seed}}"
 
 
-rule tokenize_hierarchy:
-    input:
-        nodes=f"{R}/data/{{dataset}}/nodes.parquet",
-        relations=f"{R}/data/{{dataset}}/relations.parquet",
-    output:
-        tokens=f"{HIER_TOKENS}/tokens.parquet",
-        metrics=f"{HIER_TOKENS}/metrics.parquet",
-        usage=f"{HIER_TOKENS}/usage.png",
-    wildcard_constraints:
-        dataset=_alternatives(HIER["datasets"]),
-        method=_alternatives(HIER["methods"]),
-    params:
-        **stage_params(lambda w, input, output: {
-            "method": w.method, "method_spec": HIER["methods"][w.method], "k": int(w.k), "s": grid_s(w.s),
-            "h": int(w.h), "seed": int(w.seed), "tokenizer": HIER["tokenizer"], "device": CFG["device"],
-            "tracking": tracking("table1", w, output.tokens, f"seed{w.seed} tokenizer")}),
-    threads: CFG["threads"]
-    resources:
-        gpu=GPU,
-    log:
-        f"{R}/logs/tokenize_hierarchy/{{dataset}}/{{method}}/{GRID_DIR}/seed{{seed}}.log",
-    shell:
-        stage_shell("tokenize-hierarchy")
+# One tokenizer rule per group of seeds trained as one stack (SEED_GROUPS in common.smk).
+for _group in SEED_GROUPS:
+
+    rule:
+        name:
+            group_rule_name("tokenize_hierarchy", _group)
+        input:
+            nodes=f"{R}/data/{{dataset}}/nodes.parquet",
+            relations=f"{R}/data/{{dataset}}/relations.parquet",
+        output:
+            **seed_outputs(HIER_TOKENS, _group,
+                           {"tokens": "tokens.parquet", "metrics": "metrics.parquet", "usage": "usage.png"}),
+        wildcard_constraints:
+            dataset=_alternatives(HIER["datasets"]),
+            method=_alternatives(HIER["methods"]),
+        params:
+            **stage_params(lambda w, input, output, group=_group: tokenizer_job(
+                "table1", w, output, group, HIER["methods"][w.method], HIER["tokenizer"],
+                lambda seed: f"seed{seed} tokenizer")),
+        threads: CFG["threads"]
+        resources:
+            gpu=GPU,
+        log:
+            group_log(f"{R}/logs/tokenize_hierarchy/{{dataset}}/{{method}}/{GRID_DIR}", _group),
+        shell:
+            stage_shell("tokenize-hierarchy")
 
 
 rule hypernym_generation:

@@ -18,30 +18,33 @@ def method_lrs(method):
     return lrs[:1] if REC["methods"][method]["kind"] == "random" else lrs
 
 
-rule tokenize_items:
-    input:
-        embeddings=f"{R}/embeddings/{{dataset}}.parquet",
-        catalog=f"{R}/data/{{dataset}}/items.parquet",
-    output:
-        tokens=f"{REC_TOKENS}/tokens.parquet",
-        metrics=f"{REC_TOKENS}/metrics.parquet",
-        usage=f"{REC_TOKENS}/usage.png",
-    wildcard_constraints:
-        dataset=_alternatives(REC["datasets"]),
-        method=_alternatives(REC["methods"]),
-    params:
-        **stage_params(lambda w, input, output: {
-            "method": w.method, "method_spec": REC["methods"][w.method], "k": int(w.k), "s": grid_s(w.s),
-            "h": int(w.h), "seed": int(w.seed), "tokenizer": {**REC["tokenizer"], "lr": float(w.lr)},
-            "device": CFG["device"], "item_text": item_text(w.dataset),
-            "tracking": tracking("table2", w, output.tokens, f"seed{w.seed} lr{w.lr} tokenizer")}),
-    threads: CFG["threads"]
-    resources:
-        gpu=GPU,
-    log:
-        f"{R}/logs/tokenize_items/{{dataset}}/{{method}}/{GRID_DIR}/lr{{lr}}/seed{{seed}}.log",
-    shell:
-        stage_shell("tokenize-items")
+# One tokenizer rule per group of seeds trained as one stack (SEED_GROUPS in common.smk); each
+# learning rate is its own job.
+for _group in SEED_GROUPS:
+
+    rule:
+        name:
+            group_rule_name("tokenize_items", _group)
+        input:
+            embeddings=f"{R}/embeddings/{{dataset}}.parquet",
+            catalog=f"{R}/data/{{dataset}}/items.parquet",
+        output:
+            **seed_outputs(REC_TOKENS, _group,
+                           {"tokens": "tokens.parquet", "metrics": "metrics.parquet", "usage": "usage.png"}),
+        wildcard_constraints:
+            dataset=_alternatives(REC["datasets"]),
+            method=_alternatives(REC["methods"]),
+        params:
+            **stage_params(lambda w, input, output, group=_group: tokenizer_job(
+                "table2", w, output, group, REC["methods"][w.method], {**REC["tokenizer"], "lr": float(w.lr)},
+                lambda seed: f"seed{seed} lr{w.lr} tokenizer", logged={"item_text": item_text(w.dataset)})),
+        threads: CFG["threads"]
+        resources:
+            gpu=GPU,
+        log:
+            group_log(f"{R}/logs/tokenize_items/{{dataset}}/{{method}}/{GRID_DIR}/lr{{lr}}", _group),
+        shell:
+            stage_shell("tokenize-items")
 
 
 rule recommendation:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,12 +103,14 @@ def metrics_frame(seed: int, metrics: Mapping[str, float]) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
-def job_run(params: Mapping[str, Any], hyperparameters: Mapping[str, Any], datasets: Any = ()) -> Iterator[Any]:
+def job_run(params: Mapping[str, Any], hyperparameters: Mapping[str, Any], datasets: Any = (), *,
+            locate: bool = True) -> Iterator[Any]:
     """The MLflow child run of this job, or a no-op logger when ``params`` has no tracking.
 
     ``params['tracking']`` = ``{results_dir, experiment, cell, job_key, run_name}``. ``datasets``:
     the job's data files (paths, or a stage's ``inputs`` mapping: its ``.parquet`` files are
-    taken), logged as the run's MLflow dataset inputs with their digests.
+    taken), logged as the run's MLflow dataset inputs with their digests. ``locate``: a
+    :class:`~hrq.checks.NonFiniteError` gets the run's name (else the caller names it).
     """
     spec = params.get("tracking")
     try:
@@ -123,12 +125,37 @@ def job_run(params: Mapping[str, Any], hyperparameters: Mapping[str, Any], datas
                                                       datasets=_dataset_files(datasets)) as run:
             yield run
     except NonFiniteError as err:  # say which run diverged; the MLflow run is already marked FAILED
-        if spec:
-            parts = [spec["experiment"], *(f"{k}={v}" for k, v in spec["cell"].items()), spec["run_name"]]
-        else:
-            parts = [f"{k}={hyperparameters[k]}" for k in ("method", "k", "s", "h", "seed") if k in hyperparameters]
-        where = " ".join(map(str, parts))
-        raise NonFiniteError(f"{where}: {err}; nothing was written for this job") from err
+        if not locate or getattr(err, "located", False):
+            raise
+        raise _located(err, spec, hyperparameters) from err
+
+
+@contextlib.contextmanager
+def job_runs(specs: Sequence[Mapping[str, Any] | None], hyperparameters: Sequence[Mapping[str, Any]],
+             datasets: Any = ()) -> Iterator[list[Any]]:
+    """:func:`job_run` for each run of a stacked job (one tracking spec and hyperparameters per
+    seed), all open while the stack trains. A diverged run fails every run of the job, and the
+    error names the one that diverged."""
+    try:
+        with contextlib.ExitStack() as stack:
+            yield [stack.enter_context(job_run({"tracking": spec}, hyper, datasets, locate=False))
+                   for spec, hyper in zip(specs, hyperparameters, strict=True)]
+    except NonFiniteError as err:
+        if getattr(err, "located", False):
+            raise
+        run = getattr(err, "run", 0)
+        raise _located(err, specs[run], hyperparameters[run]) from err
+
+
+def _located(err: NonFiniteError, spec: Mapping[str, Any] | None, hyperparameters: Mapping[str, Any]) -> NonFiniteError:
+    if spec:
+        parts = [spec["experiment"], *(f"{k}={v}" for k, v in spec["cell"].items()), spec["run_name"]]
+    else:
+        parts = [f"{k}={hyperparameters[k]}" for k in ("method", "k", "s", "h", "seed") if k in hyperparameters]
+    where = " ".join(map(str, parts))
+    located = NonFiniteError(f"{where}: {err}; nothing was written for this job")
+    located.located = True
+    return located
 
 
 def _dataset_files(datasets: Any) -> list[str]:

@@ -25,9 +25,9 @@ import torch
 
 from hrq.baselines import boundary_pinning, embedding_oracle
 from hrq.grid import level_sizes
-from hrq.hierarchy import HierarchyTokenizer, ranking_metrics, train_hierarchy_tokenizer
+from hrq.hierarchy import HierarchyTokenizer, ranking_metrics, train_hierarchy_tokenizers
 from hrq.io import read_parquet, write_parquet
-from hrq.models import evaluate_vae, train_vae
+from hrq.models import evaluate_vae, train_vaes
 from hrq.models.training import collision_summary
 from hrq.quantize import append_dedup_token, codebook_stats, first_token_purity, random_codes
 from hrq.stages.common import (
@@ -35,11 +35,12 @@ from hrq.stages.common import (
     build_vae,
     device_for,
     epoch_logger,
-    job_run,
+    job_runs,
     metrics_frame,
     seed_everything,
 )
 from hrq.stages.data import load_vectors
+from hrq.stages.jobs import TokenizerJob
 
 
 def _write_tokens(codes: torch.Tensor, vectors: torch.Tensor | None, path) -> None:
@@ -57,14 +58,17 @@ def _diagnostics(codes: torch.Tensor, sizes, groups: torch.Tensor | None) -> dic
     return out
 
 
-def _training_summary(history, collision_key: str, seconds: float) -> dict[str, float]:
+def _training_summary(history, collision_key: str, seconds: float, runs: int = 1) -> dict[str, float]:
     """HG-Rec's training-cost view (its Table 2, Fig. 4/5): the lowest whole-multitoken collision
     rate during training, the epochs needed to reach it and the training seconds they took
     (HG-Rec's "Total": the sum of the epochs' training passes), the mean seconds of an epoch's
-    training pass, and the whole job's wall time (``train_seconds``, evaluation included)."""
+    training pass, and the whole job's wall time (``train_seconds``, evaluation included).
+    For ``runs`` seeds trained as one stack every time is the stack's divided by ``runs``: one
+    seed's share, comparable between methods stacked alike."""
     summary = collision_summary(history, key=collision_key)
     del summary["best_collision_epoch"]  # = epochs_to_min_collision - 1
-    epoch_seconds = [h["train/epoch_seconds"] for h in history]
+    seconds /= runs
+    epoch_seconds = [h["train/epoch_seconds"] / runs for h in history]
     return {**summary, "train_seconds": seconds, "epoch_seconds": sum(epoch_seconds) / max(len(history), 1),
             "seconds_to_min_collision": sum(epoch_seconds[:summary["epochs_to_min_collision"]])}
 
@@ -79,88 +83,111 @@ def _usage_figure(codes: torch.Tensor, sizes, params: Mapping[str, Any], outputs
 
 
 def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Jointly train a node embedding and its (H)RQ on the train relations (paper §4.1)."""
-    seed, k, s, h = params["seed"], params["k"], params["s"], params["h"]
-    method, opts = params["method_spec"], params["tokenizer"]
-    device = device_for(params)
+    """Jointly train a node embedding and its (H)RQ on the train relations (paper §4.1), for each
+    seed of the job (:class:`~hrq.stages.jobs.TokenizerJob`), all seeds as one stack.
+
+    Every seed's files and MLflow child run are what a job of that seed alone writes: the stack
+    only shares the training steps (:func:`hrq.hierarchy.train_hierarchy_tokenizers`)."""
+    job = TokenizerJob.from_params(params)
+    opts = job.options
+    device = device_for({"device": job.device})
     nodes = read_parquet(inputs["nodes"])
     rel = read_parquet(inputs["relations"])
     train = torch.tensor(rel.loc[rel["split"] == "train", ["child", "parent"]].to_numpy(), dtype=torch.long)
     test = torch.tensor(rel.loc[rel["split"] == "test", ["child", "parent"]].to_numpy(), dtype=torch.long)
-    seed_everything(seed)
-    quantizer = build_method_quantizer(method, k, s, h, {"commitment": opts["commitment"], "kmeans_init": True})
-    # The embedding lives on the quantizer's own ball (one curvature, wherever it was configured).
-    model = HierarchyTokenizer(len(nodes), h, quantizer=quantizer, init_scale=opts["init_scale"]).to(device)
-    hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
-             "tokenizer": opts, "device": str(device), "train_relations": int(train.shape[0])}
-    with job_run(params, hyper, datasets=inputs) as run:
+    models = []
+    for run in job.runs:  # each seed's model exactly as a job of that seed alone builds it
+        seed_everything(run.seed)
+        quantizer = build_method_quantizer(job.method_spec, job.k, job.s, job.h,
+                                           {"commitment": opts["commitment"], "kmeans_init": True})
+        # The embedding lives on the quantizer's own ball (one curvature, wherever it was configured).
+        models.append(HierarchyTokenizer(len(nodes), job.h, quantizer=quantizer, init_scale=opts["init_scale"]).to(device))
+    hypers = [{"method": job.method, "method_spec": job.method_spec, "k": job.k, "s": job.s, "h": job.h,
+               "seed": run.seed, "tokenizer": opts, "device": str(device), "train_relations": int(train.shape[0]),
+               "stacked_seeds": len(job.runs)} for run in job.runs]
+    groups = torch.tensor(nodes.sort_values("node_id")["top_level"].to_numpy(), dtype=torch.long)
+    with job_runs([run.tracking for run in job.runs], hypers, datasets=inputs) as mlflow_runs:
+        loggers = [epoch_logger(r, "tokenizer", opts["epochs"]) for r in mlflow_runs]
         start = time.perf_counter()
-        history = train_hierarchy_tokenizer(
-            model, train, epochs=opts["epochs"], lr=opts["lr"], batch_size=opts["batch_size"],
+        histories = train_hierarchy_tokenizers(
+            models, train, seeds=job.seeds, epochs=opts["epochs"], lr=opts["lr"], batch_size=opts["batch_size"],
             negatives=opts["negatives"], warmup_epochs=opts["warmup_epochs"], warmup_lr=opts["warmup_lr"],
-            seed=seed, codebook_optimizer=method.get("codebook_optimizer"), on_epoch=epoch_logger(run, "tokenizer", opts["epochs"]),
-        )
+            codebook_optimizer=job.method_spec.get("codebook_optimizer"),
+            on_epoch=lambda run, epoch, metrics: loggers[run](epoch, metrics))
         seconds = time.perf_counter() - start
-        codes = model.codes()
-        groups = torch.tensor(nodes.sort_values("node_id")["top_level"].to_numpy(), dtype=torch.long)
-        metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
-        metrics.update(ranking_metrics(model, train, len(nodes)))
-        # After training only: the test relations say what the embedding alone would score.
-        metrics.update(embedding_oracle(model.embedding.detach(), model.ranking_scores, train, test))
-        if model.ball is not None or model.tangent_ball is not None:  # HG-Rec: exp0 of its tangent vectors
-            metrics.update(boundary_pinning(model.on_ball(model.embedding.detach()), model.curvature))
-        metrics.update(_training_summary(history, "collision_rate", seconds))
-        run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
-        _usage_figure(codes, model.quantizer.codebook_sizes, params, outputs)
-        _write_tokens(append_dedup_token(codes), model.embedding, outputs["tokens"])
-        write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
+        for run, model, history, mlflow_run in zip(job.runs, models, histories, mlflow_runs):
+            codes = model.codes()
+            metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
+            metrics.update(ranking_metrics(model, train, len(nodes)))
+            # After training only: the test relations say what the embedding alone would score.
+            metrics.update(embedding_oracle(model.embedding.detach(), model.ranking_scores, train, test))
+            if model.ball is not None or model.tangent_ball is not None:  # HG-Rec: exp0 of its tangent vectors
+                metrics.update(boundary_pinning(model.on_ball(model.embedding.detach()), model.curvature))
+            metrics.update(_training_summary(history, "collision_rate", seconds, runs=len(job.runs)))
+            mlflow_run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+            _usage_figure(codes, model.quantizer.codebook_sizes, _figure_title(job, run), run.outputs)
+            _write_tokens(append_dedup_token(codes), model.embedding, run.outputs["tokens"])
+            write_parquet(metrics_frame(run.seed, metrics), run.outputs["metrics"])
 
 
 def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Train an (H)RQ-VAE on item embeddings (paper §4.2), or draw the Random baseline."""
-    seed, k, s, h = params["seed"], params["k"], params["s"], params["h"]
-    method, opts = params["method_spec"], params["tokenizer"]
-    device = device_for(params)
+    """Train an (H)RQ-VAE on item embeddings (paper §4.2) for each seed of the job
+    (:class:`~hrq.stages.jobs.TokenizerJob`; all seeds as one stack, :func:`hrq.models.train_vaes`),
+    or draw the Random baseline."""
+    job = TokenizerJob.from_params(params)
+    opts = job.options
+    device = device_for({"device": job.device})
     vectors = load_vectors(inputs["embeddings"]).to(device)
     items = read_parquet(inputs["catalog"]).sort_values("item_id")
     groups = torch.tensor(items["top_level"].to_numpy(), dtype=torch.long) if "top_level" in items else None
-    seed_everything(seed)
-    hyper = {"method": params["method"], "method_spec": method, "k": k, "s": s, "h": h, "seed": seed,
-             "device": str(device), "items": int(vectors.shape[0]), "item_text": params.get("item_text")}
-    if method["kind"] == "random":
-        with job_run(params, hyper, datasets=inputs) as run:
-            g = torch.Generator().manual_seed(seed)
-            sizes = level_sizes(k, s)
-            tokens = random_codes(vectors.shape[0], sizes, generator=g)
-            metrics = _diagnostics(tokens[:, :k], sizes, groups)
-            run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
-            _usage_figure(tokens[:, :k], sizes, params, outputs)
-            _write_tokens(tokens, None, outputs["tokens"])
-            write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
+    hypers = [{"method": job.method, "method_spec": job.method_spec, "k": job.k, "s": job.s, "h": job.h,
+               "seed": run.seed, "device": str(device), "items": int(vectors.shape[0]), **job.logged}
+              for run in job.runs]
+    if job.method_spec["kind"] == "random":
+        with job_runs([run.tracking for run in job.runs], hypers, datasets=inputs) as mlflow_runs:
+            for run, mlflow_run in zip(job.runs, mlflow_runs):
+                sizes = level_sizes(job.k, job.s)
+                tokens = random_codes(vectors.shape[0], sizes, generator=torch.Generator().manual_seed(run.seed))
+                metrics = _diagnostics(tokens[:, : job.k], sizes, groups)
+                mlflow_run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+                _usage_figure(tokens[:, : job.k], sizes, _figure_title(job, run), run.outputs)
+                _write_tokens(tokens, None, run.outputs["tokens"])
+                write_parquet(metrics_frame(run.seed, metrics), run.outputs["metrics"])
         return
 
-    model = build_vae(vectors.shape[1], h, k, s, method, opts).to(device)
-    hyper["tokenizer"] = opts
-    with job_run(params, hyper, datasets=inputs) as run:
+    models = []
+    for run in job.runs:  # each seed's model exactly as a job of that seed alone builds it
+        seed_everything(run.seed)
+        models.append(build_vae(vectors.shape[1], job.h, job.k, job.s, job.method_spec, opts).to(device))
+    for hyper in hypers:
+        hyper.update(tokenizer=opts, stacked_seeds=len(job.runs))
+    with job_runs([run.tracking for run in job.runs], hypers, datasets=inputs) as mlflow_runs:
+        loggers = [epoch_logger(r, "tokenizer", opts["epochs"]) for r in mlflow_runs]
         start = time.perf_counter()
-        history = train_vae(model, vectors, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-                            seed=seed, kmeans_sample=opts.get("kmeans_sample"),
-                            on_epoch=epoch_logger(run, "tokenizer", opts["epochs"]))
+        histories = train_vaes(models, vectors, seeds=job.seeds, epochs=opts["epochs"], batch_size=opts["batch_size"],
+                               lr=opts["lr"], kmeans_sample=opts.get("kmeans_sample"),
+                               on_epoch=lambda run, epoch, metrics: loggers[run](epoch, metrics))
         seconds = time.perf_counter() - start
-        model.eval()
-        with torch.no_grad():
-            codes = model.encode(vectors)
-            latent = model.to_latent(vectors)
-            norms = model.latent_norms(vectors)
-        metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
-        metrics["reconstruction_loss"] = evaluate_vae(model, vectors)["reconstruction_loss"]
-        metrics.update(norm_mean=float(norms.mean()), norm_std=float(norms.std()),
-                       norm_cv=float(norms.std() / norms.mean()))
-        metrics.update(_training_summary(history, "eval/collision_rate", seconds))
-        ball = model.ball if model.ball is not None else model.quantizer.tangent_ball
-        if ball is not None:  # the latent lives on the ball, or (HG-Rec) is compared there after exp0
-            metrics.update(boundary_pinning(latent if model.ball is not None else ball.expmap0(latent), ball.c.item()))
-        run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
-        _usage_figure(codes, model.quantizer.codebook_sizes, params, outputs)
-        _write_tokens(append_dedup_token(codes), latent, outputs["tokens"])
-        write_parquet(metrics_frame(seed, metrics), outputs["metrics"])
+        for run, model, history, mlflow_run in zip(job.runs, models, histories, mlflow_runs):
+            model.eval()
+            with torch.no_grad():
+                codes = model.encode(vectors)
+                latent = model.to_latent(vectors)
+                norms = model.latent_norms(vectors)
+            metrics = _diagnostics(codes, model.quantizer.codebook_sizes, groups)
+            metrics["reconstruction_loss"] = evaluate_vae(model, vectors)["reconstruction_loss"]
+            metrics.update(norm_mean=float(norms.mean()), norm_std=float(norms.std()),
+                           norm_cv=float(norms.std() / norms.mean()))
+            metrics.update(_training_summary(history, "eval/collision_rate", seconds, runs=len(job.runs)))
+            ball = model.ball if model.ball is not None else model.quantizer.tangent_ball
+            if ball is not None:  # the latent lives on the ball, or (HG-Rec) is compared there after exp0
+                metrics.update(boundary_pinning(latent if model.ball is not None else ball.expmap0(latent),
+                                                ball.c.item()))
+            mlflow_run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+            _usage_figure(codes, model.quantizer.codebook_sizes, _figure_title(job, run), run.outputs)
+            _write_tokens(append_dedup_token(codes), latent, run.outputs["tokens"])
+            write_parquet(metrics_frame(run.seed, metrics), run.outputs["metrics"])
+
+
+def _figure_title(job: TokenizerJob, run) -> dict[str, Any]:
+    return {"method": job.method, "k": job.k, "s": job.s, "h": job.h, "seed": run.seed}

@@ -1,0 +1,103 @@
+"""Typed job specs between the workflow and the stages.
+
+A rule builds one spec from the config and its wildcards (workflow/rules/*.smk), passes it as
+JSON (:meth:`TokenizerJob.to_params`), and the stage reads it back with
+:meth:`TokenizerJob.from_params`, which checks it; the stage then reads attributes, not string
+keys of nested dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+__all__ = ["SeedRun", "TokenizerJob", "seed_groups", "seeds_label"]
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed of a job: where its files go and its MLflow child run.
+
+    Attributes:
+        seed: the run's seed (its model init, data order, negatives, k-means draws).
+        outputs: the per-seed files, e.g. ``tokens``, ``metrics``, ``usage`` -> path.
+        tracking: :func:`hrq.stages.common.job_run`'s spec (``results_dir``, ``experiment``,
+            ``cell``, ``job_key``, ``run_name``), or ``None`` without MLflow.
+    """
+
+    seed: int
+    outputs: Mapping[str, str]
+    tracking: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TokenizerJob:
+    """A tokenizer job: one grid point (method, k, s, h) of a task, for one or more seeds that
+    train as one stack in one process (config ``seeds_per_job``).
+
+    Attributes:
+        method: the method's name in the config (``rq``, ``hrq``, ...).
+        method_spec: its options (``hierarchy.methods.<method>``).
+        k, s, h: the grid point (``s`` one size, or one per level).
+        options: the task's tokenizer section (epochs, lr, batch size, ...).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        runs: the seeds, in order.
+        logged: further MLflow parameters of every run (e.g. where item texts came from).
+    """
+
+    method: str
+    method_spec: Mapping[str, Any]
+    k: int
+    s: int | tuple[int, ...]
+    h: int
+    options: Mapping[str, Any]
+    device: str
+    runs: tuple[SeedRun, ...]
+    logged: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError(f"tokenizer job {self.method} k={self.k} s={self.s} h={self.h} has no seeds")
+        seeds = [r.seed for r in self.runs]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"tokenizer job {self.method} k={self.k} s={self.s} h={self.h}: seeds repeat: {seeds}")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.seed for r in self.runs]
+
+    def to_params(self) -> dict[str, Any]:
+        """The spec as a JSON-able dict (a rule's ``params``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TokenizerJob:
+        """The spec back from :meth:`to_params` (an unknown or missing field is an error)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        unknown, missing = set(params) - fields, required - set(params)
+        if unknown or missing:
+            raise ValueError(f"tokenizer job spec: unknown fields {sorted(unknown)}, missing {sorted(missing)}")
+        s = params["s"]
+        return cls(**{**params, "s": tuple(s) if isinstance(s, (list, tuple)) else int(s),
+                      "k": int(params["k"]), "h": int(params["h"]),
+                      "runs": tuple(SeedRun(**r) for r in params["runs"])})
+
+
+def seed_groups(seeds: Sequence[int], per_job: int) -> list[tuple[int, ...]]:
+    """The seeds split into jobs of at most ``per_job`` seeds each, in order."""
+    if per_job < 1:
+        raise ValueError(f"seeds_per_job must be >= 1, got {per_job}")
+    return [tuple(seeds[i : i + per_job]) for i in range(0, len(seeds), per_job)]
+
+
+def seeds_label(group: Sequence[int]) -> str:
+    """A seed group's name in rule and log names: ``seed3``, or ``seeds0-7`` (consecutive), or
+    ``seeds0_2_5``."""
+    if len(group) == 1:
+        return f"seed{group[0]}"
+    if list(group) == list(range(group[0], group[0] + len(group))):
+        return f"seeds{group[0]}-{group[-1]}"
+    return "seeds" + "_".join(map(str, group))
