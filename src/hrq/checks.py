@@ -82,5 +82,7 @@ class LossMonitor:
         for run, step in enumerate(first_bad):
             if step >= 0:
                 where = f"{self._runs[run]}, " if self._runs is not None else ""
-                raise NonFiniteError(f"{where}epoch {self._epoch + 1}, step {step + 1}: the training loss is "
+                err = NonFiniteError(f"{where}epoch {self._epoch + 1}, step {step + 1}: the training loss is "
                                      f"{float(self._value.flatten()[run])} (diverged, or a non-finite input)")
+                err.run = run  # which of stacked runs (hrq.stages.common.job_runs names it)
+                raise err
