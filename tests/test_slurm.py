@@ -149,9 +149,12 @@ def test_the_jobs_log_to_mlflow(run):
     runs = client.search_runs([exp.experiment_id], max_results=100)
     jobs = [r for r in runs if r.data.tags.get("hrq.kind") == "job"]
     cells = [r for r in runs if r.data.tags.get("hrq.kind") == "cell"]
-    assert len(jobs) == 1 and len(cells) == 1
-    job = jobs[0]
-    assert job.info.status == "FINISHED" and job.info.run_name == "hrq k3 s16 h4 seed0 tokenizer · synthetic_taxonomy"
+    # the job for seed 0's tokens trains the demo's two seeds as one stack: one run per seed
+    assert len(jobs) == 2 and len(cells) == 1
+    assert sorted(r.info.run_name for r in jobs) == ["hrq k3 s16 h4 seed0 tokenizer · synthetic_taxonomy",
+                                                     "hrq k3 s16 h4 seed1 tokenizer · synthetic_taxonomy"]
+    assert all(r.info.status == "FINISHED" for r in jobs)
+    job = next(r for r in jobs if r.info.run_name.startswith("hrq k3 s16 h4 seed0"))
     assert job.data.tags["mlflow.parentRunId"] == cells[0].info.run_id
     assert job.data.params["tokenizer.epochs"] == "3"
     assert [m.step for m in client.get_metric_history(job.info.run_id, "tokenizer/train/loss")] == [0, 1, 2]
@@ -169,7 +172,7 @@ def test_a_deleted_store_is_noticed_and_rebuilt_without_training(run):
     proc = _run(dry, cwd=workdir, env=env)
     out = proc.stdout + proc.stderr
     uri = f"sqlite:///{(workdir / 'results' / 'mlflow.db').resolve()}"
-    warning = (f"WARNING: results holds 1 finished MLflow run, but the store {uri} does not exist; its "
+    warning = (f"WARNING: results holds 2 finished MLflow runs, but the store {uri} does not exist; its "
                f"output is up to date, so Snakemake will not rerun it. Restore the runs without training: "
                f"python -m hrq.tracking rebuild results")
     assert warning in out and "Nothing to be done" in out, out
@@ -177,7 +180,7 @@ def test_a_deleted_store_is_noticed_and_rebuilt_without_training(run):
     rebuild = _run([sys.executable, "-m", "hrq.tracking", "rebuild", "results"], cwd=workdir, env=env)
     assert rebuild.returncode == 0, rebuild.stderr
     print(rebuild.stdout.strip())
-    assert rebuild.stdout.strip() == (f"MLflow store {uri}: 1 run restored from the run records under results, "
+    assert rebuild.stdout.strip() == (f"MLflow store {uri}: 2 runs restored from the run records under results, "
                                       f"0 already present.")
     proc = _run(dry, cwd=workdir, env=env)
     assert "WARNING" not in proc.stdout + proc.stderr and "Nothing to be done" in proc.stdout + proc.stderr

@@ -39,7 +39,8 @@ class TokenizerJob:
     Attributes:
         method: the method's name in the config (``rq``, ``hrq``, ...).
         method_spec: its options (``hierarchy.methods.<method>``).
-        k, s, h: the grid point (``s`` one size, or one per level).
+        k, s, h: the grid point (``s`` one size for every level, or a per-level strategy's
+            label such as ``"4-8"``, as :func:`hrq.grid.grid_s` gives).
         options: the task's tokenizer section (epochs, lr, batch size, ...).
         device: ``auto``, ``cpu`` or ``cuda``.
         runs: the seeds, in order.
@@ -49,7 +50,7 @@ class TokenizerJob:
     method: str
     method_spec: Mapping[str, Any]
     k: int
-    s: int | tuple[int, ...]
+    s: int | str
     h: int
     options: Mapping[str, Any]
     device: str
@@ -80,9 +81,7 @@ class TokenizerJob:
         unknown, missing = set(params) - fields, required - set(params)
         if unknown or missing:
             raise ValueError(f"tokenizer job spec: unknown fields {sorted(unknown)}, missing {sorted(missing)}")
-        s = params["s"]
-        return cls(**{**params, "s": tuple(s) if isinstance(s, (list, tuple)) else int(s),
-                      "k": int(params["k"]), "h": int(params["h"]),
+        return cls(**{**params, "k": int(params["k"]), "h": int(params["h"]),
                       "runs": tuple(SeedRun(**r) for r in params["runs"])})
 
 
