@@ -219,22 +219,24 @@ class ResidualQuantizer(QuantizerBase):
 @torch.no_grad()
 def replace_dead_codewords(book: torch.Tensor, ema: torch.Tensor, r: torch.Tensor, codes: torch.Tensor, *,
                            threshold: float, decay: float, project, generator: torch.Generator | None) -> None:
-    """Dead-code replacement of one codebook, in place.
+    """Dead-code replacement of one codebook, in place, without reading anything back to the host.
 
     Updates the usage average ``ema [K]`` with the batch's ``codes [N]``; codewords of ``book [K, dim]``
     whose average falls below ``threshold / K`` move onto distinct residuals ``r [N, dim]`` of the
-    batch (drawn with ``generator``; ``project`` puts them on the ball). The rest wait for the next
-    batch: two codewords on one point would leave one of them dead again.
+    batch, the i-th dead codeword onto the i-th point of a random permutation drawn with
+    ``generator`` (``project`` puts them on the ball). Dead codewords beyond the batch's ``N``
+    wait for the next batch: two codewords on one point would leave one of them dead again.
+    Written with masks rather than ``nonzero``, so a training step never waits for the device.
     """
     share = torch.bincount(codes, minlength=ema.numel()).to(ema.dtype) / codes.numel()
     ema.mul_(decay).add_(share, alpha=1 - decay)
     floor = threshold / ema.numel()
-    dead = (ema < floor).nonzero().squeeze(-1)
-    if dead.numel() == 0:
-        return
-    dead = dead[: r.shape[0]]
+    dead = ema < floor
+    rank = dead.long().cumsum(0) - 1  # the i-th dead codeword has rank i
+    moved = dead & (rank < r.shape[0])
     device = generator.device if generator is not None else r.device
-    pick = torch.randperm(r.shape[0], generator=generator, device=device)[: dead.numel()].to(r.device)
-    book[dead] = project(r[pick].detach())
+    order = torch.randperm(r.shape[0], generator=generator, device=device).to(r.device)
+    target = project(r.detach()[order[rank.clamp(0, r.shape[0] - 1)]])  # [K, dim]
+    book.copy_(torch.where(moved.unsqueeze(-1), target, book))
     # at the floor: a moved codeword that wins no point in the next batch moves again
-    ema[dead] = floor
+    ema.copy_(torch.where(moved, torch.full_like(ema, floor), ema))
