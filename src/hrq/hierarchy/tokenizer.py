@@ -262,12 +262,24 @@ class TokenizerStack(nn.Module):
 
     def _gather(self, nodes: torch.Tensor) -> torch.Tensor:
         """Run ``r``'s embeddings of ``nodes [R, ...]`` -> ``[R, ..., h]``, through one leaf of the
-        distinct rows (a node seen twice adds up its gradients there)."""
-        index, inverse = torch.unique(self._flat(nodes), return_inverse=True)
+        distinct rows (a node seen twice adds up its gradients there).
+
+        Distinct rows by a sort into fixed-size slots rather than ``torch.unique``, whose output
+        size would make the host wait for the device every step: slot ``i < U`` holds the i-th
+        distinct row; the slots past ``U`` repeat rows already present, get no gradient, and
+        their step adds exactly zero (:meth:`step_rows`).
+        """
+        flat = self._flat(nodes).flatten()
+        rows, order = flat.sort()
+        first = torch.ones_like(rows, dtype=torch.bool)
+        first[1:] = rows[1:] != rows[:-1]
+        slot = first.long().cumsum(0) - 1  # the sorted entries' slots
+        index = rows.clone().scatter_(0, slot, rows)  # slot -> row
+        inverse = torch.empty_like(slot).scatter_(0, order, slot)  # position in nodes -> slot
         # index_select (backward: index_add) rather than [] (index_put): 3x faster on CPU
         leaf = self.embedding.detach().index_select(0, index).requires_grad_()
         self._rows = (index, leaf)
-        return leaf.index_select(0, inverse.flatten()).view(*nodes.shape, self.dim)
+        return leaf.index_select(0, inverse).view(*nodes.shape, self.dim)
 
     def losses(self, child: torch.Tensor, parent: torch.Tensor, negatives: torch.Tensor,
                valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,7 +304,10 @@ class TokenizerStack(nn.Module):
         embeddings (HG-Rec) are kept within exp0's reach (:meth:`HierarchyTokenizer.project_`)."""
         index, leaf = self._rows
         if leaf.grad is not None:
-            self.embedding.index_copy_(0, index, self.manifold.retr(leaf, -lr * self.manifold.egrad2rgrad(leaf, leaf.grad)))
+            step = self.manifold.retr(leaf, -lr * self.manifold.egrad2rgrad(leaf, leaf.grad)) - leaf
+            # added, not copied: a row repeated in an unused slot adds its zero step (retr of a
+            # zero step is the point itself), while a copy could overwrite the real update
+            self.embedding.index_add_(0, index, step)
             if self._members[0].tangent_ball is not None:
                 clip_tangent_rows_(self.embedding, index, self._members[0].curvature)
         self._rows = None
