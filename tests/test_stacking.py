@@ -137,3 +137,38 @@ def test_a_diverging_run_in_a_stack_is_named():
     models = [_model(s, n, "euclidean") for s in (3, 4)]
     with pytest.raises(NonFiniteError, match=r"seed 3, epoch 2, step \d+"):
         train_hierarchy_tokenizers(models, rel, seeds=[3, 4], **dict(OPTIONS, lr=1e30, warmup_epochs=1))
+
+
+def test_a_failing_compiler_falls_back_to_eager_training(monkeypatch):
+    """compiled=True on a machine where torch.compile cannot build: a warning, then the eager
+    step, with exactly the eager results."""
+    n, rel = _relations()
+
+    def broken(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler\nlong details")
+        return call
+
+    eager = _model(0, n)
+    train_hierarchy_tokenizer(eager, rel, seed=0, **OPTIONS)
+    monkeypatch.setattr(torch, "compile", broken)
+    fallback = _model(0, n)
+    with pytest.warns(UserWarning, match=r"torch.compile of the tokenizer step failed \(RuntimeError: no C\+\+ "
+                                         r"compiler\); training eagerly"):
+        train_hierarchy_tokenizer(fallback, rel, seed=0, compiled=True, **OPTIONS)
+    assert torch.equal(eager.embedding, fallback.embedding)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")  # dynamo's own
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo instantiates autograd Functions
+def test_a_compiled_step_trains_as_the_eager_one():
+    """torch.compile of the step's losses (~1 min of compiling on 2 cores): the same training
+    up to rounding."""
+    n, rel = _relations()
+    eager, compiled = _model(0, n), _model(0, n)
+    h_eager = train_hierarchy_tokenizer(eager, rel, seed=0, **OPTIONS)
+    h_compiled = train_hierarchy_tokenizer(compiled, rel, seed=0, compiled=True, **OPTIONS)
+    for a, b in zip(h_eager, h_compiled):
+        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-3)
+    torch.testing.assert_close(eager.embedding.detach(), compiled.embedding.detach(), rtol=1e-3, atol=1e-4)

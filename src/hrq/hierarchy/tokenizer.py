@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -252,6 +253,7 @@ class TokenizerStack(nn.Module):
         self.embedding = geoopt.ManifoldParameter(table, manifold=self.manifold, requires_grad=False)
         self.register_buffer("offsets", torch.arange(self.runs, device=table.device) * self.n_nodes)
         self._rows: tuple[torch.Tensor, torch.Tensor] | None = None  # (table rows, their leaf) of the step
+        self._losses_of_rows = self._rows_losses  # compiled by compile_losses()
 
     @property
     def members(self) -> tuple[HierarchyTokenizer, ...]:
@@ -291,12 +293,36 @@ class TokenizerStack(nn.Module):
         # split, not slices: its backward is one cat, where each slice's backward zero-fills a
         # tensor of the whole gather's size
         child_rows, parent_rows, negative_rows = rows.split([batch, batch, rows.shape[1] - 2 * batch], 1)
-        candidates = torch.cat([parent_rows.unsqueeze(2), negative_rows.view(*negatives.shape, self.dim)], 2)
+        return self._losses_of_rows(child_rows, parent_rows, negative_rows.view(*negatives.shape, self.dim), valid)
+
+    def _rows_losses(self, child_rows: torch.Tensor, parent_rows: torch.Tensor, negative_rows: torch.Tensor,
+                     valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`losses` from the gathered rows: the part :meth:`compile_losses` compiles."""
+        candidates = torch.cat([parent_rows.unsqueeze(2), negative_rows], 2)
         relation = ranking_loss(self._members[0].distance, child_rows, candidates, valid).mean(-1)
         nodes = torch.cat([child_rows, parent_rows], 1)
         if isinstance(self.quantizer, StackedResidualQuantizer):
             return relation, self.quantizer(nodes).loss
         return relation, torch.stack([q(nodes[run]).loss for run, q in enumerate(self.quantizer)])
+
+    def compile_losses(self) -> None:
+        """Compile the losses (``torch.compile``: the quantizer and ranking loss as fused kernels),
+        falling back to eager if compiling fails on the first step (e.g. no C++ compiler).
+        Compiling takes about a minute on a CPU; it pays for long runs only (benchmarks/cost.py)."""
+        compiled = torch.compile(self._rows_losses, dynamic=False)
+
+        def first_call(*args):
+            try:
+                out = compiled(*args)
+                self._losses_of_rows = compiled
+            except Exception as err:  # noqa: BLE001 - any compiler failure: train eagerly instead
+                warnings.warn(f"torch.compile of the tokenizer step failed ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); training eagerly")
+                self._losses_of_rows = self._rows_losses
+                out = self._rows_losses(*args)
+            return out
+
+        self._losses_of_rows = first_call
 
     @torch.no_grad()
     def step_rows(self, lr: float) -> None:
@@ -356,6 +382,7 @@ def train_hierarchy_tokenizers(
     codebook_optimizer: Mapping[str, Any] | None = None,
     on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
     progress: bool = True,
+    compiled: bool = False,
 ) -> list[list[dict[str, float]]]:
     """Train R independent tokenizers (e.g. the seeds of one cell) jointly, as one stack.
 
@@ -384,6 +411,8 @@ def train_hierarchy_tokenizers(
             89% of nodes sharing a multitoken on the demo taxonomy); HG-Rec itself trains them
             with AdamW at 1e-3 (its Table 6).
         on_epoch: called as ``on_epoch(run, epoch, metrics)`` after each epoch, for each run.
+        compiled: compile the step's losses (:meth:`TokenizerStack.compile_losses`); the
+            results then differ from eager ones by rounding.
     Returns:
         per model, one dict per epoch: ``train/loss``, ``train/relation_loss``,
         ``train/quantizer_loss``, ``train/epoch_seconds`` (the stack's training pass,
@@ -393,6 +422,8 @@ def train_hierarchy_tokenizers(
     if len(seeds) != len(models):
         raise ValueError(f"need one seed per model: {len(models)} models, {len(seeds)} seeds")
     stack = TokenizerStack(models)
+    if compiled:
+        stack.compile_losses()
     device = stack.embedding.device
     generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     kmeans_generators = [torch.Generator().manual_seed(int(s)) for s in seeds]

@@ -112,7 +112,7 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
         histories = train_hierarchy_tokenizers(
             models, train, seeds=job.seeds, epochs=opts["epochs"], lr=opts["lr"], batch_size=opts["batch_size"],
             negatives=opts["negatives"], warmup_epochs=opts["warmup_epochs"], warmup_lr=opts["warmup_lr"],
-            codebook_optimizer=job.method_spec.get("codebook_optimizer"),
+            codebook_optimizer=job.method_spec.get("codebook_optimizer"), compiled=opts.get("compile", False),
             on_epoch=lambda run, epoch, metrics: loggers[run](epoch, metrics))
         seconds = time.perf_counter() - start
         for run, model, history, mlflow_run in zip(job.runs, models, histories, mlflow_runs):
