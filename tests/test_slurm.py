@@ -172,8 +172,8 @@ def test_a_deleted_store_is_noticed_and_rebuilt_without_training(run):
     proc = _run(dry, cwd=workdir, env=env)
     out = proc.stdout + proc.stderr
     uri = f"sqlite:///{(workdir / 'results' / 'mlflow.db').resolve()}"
-    warning = (f"WARNING: results holds 2 finished MLflow runs, but the store {uri} does not exist; its "
-               f"output is up to date, so Snakemake will not rerun it. Restore the runs without training: "
+    warning = (f"WARNING: results holds 2 finished MLflow runs, but the store {uri} does not exist; their "
+               f"outputs are up to date, so Snakemake will not rerun them. Restore the runs without training: "
                f"python -m hrq.tracking rebuild results")
     assert warning in out and "Nothing to be done" in out, out
     print(warning)
