@@ -20,7 +20,7 @@ def _cost():
 def test_cost_table_has_a_row_per_stage(tmp_path, capsys):
     out = tmp_path / "cost.json"
     rows = _cost().main([
-        "--quick", "--nodes", "300", "--relations", "40", "--steps", "2", "--seq2seq-steps", "1", "--stack", "2",
+        "--quick", "--eager", "--nodes", "300", "--relations", "40", "--steps", "2", "--seq2seq-steps", "1", "--stack", "2",
         "--json", str(out), "--config",
         f"hierarchy={{grid: {{k: [2], s: [8], h: [4]}}, figure1: {{k: 2, s: 8}}, "
         f"tokenizer: {{batch_size: 10, negatives: 5}}, {TINY_T5}}}",
