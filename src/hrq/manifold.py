@@ -118,9 +118,10 @@ def _distance_parts(x: torch.Tensor, y: torch.Tensor, c: float):
     r = den.rsqrt()
     z = d * r * sqrt_c  # sqrt(c) ||(-x) ⊕ y||
     zc = z.clamp(-ATANH_MAX, ATANH_MAX)
-    # artanh as (log1p(z) - log1p(-z)) / 2: torch.atanh's vectorised and scalar-tail kernels
-    # round differently, so identical rows at different offsets of a stacked batch would differ
-    artanh = (torch.log1p(zc) - torch.log1p(-zc)) * 0.5
+    # artanh as geoopt writes it, (log(1 + z) - log(1 - z)) / 2: torch.atanh's vectorised and
+    # scalar-tail kernels round differently, so identical rows at different offsets of a stacked
+    # batch would differ, and log1p(-z) loses ~1e-6 (relative) as z nears 1 in float64
+    artanh = (torch.log(1 + zc) - torch.log(1 - zc)) * 0.5
     return artanh * (2 / sqrt_c), (diff, d, bx, by, bxy, den, r, z, zc)
 
 
