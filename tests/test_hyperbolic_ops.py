@@ -1,7 +1,5 @@
 """geoopt's ball operations and hrq's layers/kernels against float64 closed forms."""
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings

@@ -9,7 +9,7 @@ import torch
 
 from hrq.checks import NonFiniteError
 from hrq.models import ResidualQuantizedVAE, VAEStack, riemannian_optimizer, train_vae, train_vaes
-from hrq.models.stacked import MemberQuantizers
+from hrq.quantize.stacked import MemberQuantizers
 from hrq.quantize import build_quantizer
 from hrq.quantize.stacked import StackedResidualQuantizer
 

@@ -28,10 +28,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hrq.checks import LossMonitor
-from hrq.manifold import BALL_EPS, poincare_ball, poincare_distance
+from hrq.manifold import BALL_EPS, poincare_distance
 from hrq.quantize import ResidualQuantizer, append_dedup_token
 from hrq.quantize.distance import nearest_scores
-from hrq.quantize.stacked import StackedResidualQuantizer, stackable
+from hrq.quantize.stacked import stack_quantizers
 
 
 class HierarchyTokenizer(nn.Module):
@@ -221,10 +221,9 @@ class TokenizerStack(nn.Module):
     """R :class:`HierarchyTokenizer` members of one shape trained as one (issue 16).
 
     The members' embedding tables are concatenated into one ``[R * n_nodes, h]`` table (run
-    ``r``'s node ``u`` is row ``r * n_nodes + u``), and their quantizers become one
-    :class:`~hrq.quantize.stacked.StackedResidualQuantizer` when :func:`~hrq.quantize.stacked.stackable`
-    (RQ, HRQ); other quantizers (HG-Rec) stay the members' own and run one after another
-    within each step. Every loss is per run (``[R]``); their sum gives each run its own gradient.
+    ``r``'s node ``u`` is row ``r * n_nodes + u``), and their quantizers one module
+    (:func:`~hrq.quantize.stacked.stack_quantizers`: stacked for RQ and HRQ; other quantizers,
+    HG-Rec's, stay the members' own and run one after another within each step). Every loss is per run (``[R]``); their sum gives each run its own gradient.
     :meth:`write_back` copies the trained parameters into the members, which then give codes,
     rankings and outputs exactly as a single run's model does.
 
@@ -246,18 +245,13 @@ class TokenizerStack(nn.Module):
                 raise ValueError("stacked tokenizers must share n_nodes, h, geometry and curvature")
         self.runs, (self.n_nodes, self.dim) = len(models), first.embedding.shape
         self._members = tuple(models)  # a tuple: not registered as submodules
-        quantizers = [m.quantizer for m in models]
-        self.quantizer = StackedResidualQuantizer(quantizers) if stackable(quantizers) else nn.ModuleList(quantizers)
+        self.quantizer = stack_quantizers([m.quantizer for m in models])
         self.manifold = first.ball if first.ball is not None else geoopt.Euclidean()
         table = torch.cat([m.embedding.detach() for m in models])
         self.embedding = geoopt.ManifoldParameter(table, manifold=self.manifold, requires_grad=False)
         self.register_buffer("offsets", torch.arange(self.runs, device=table.device) * self.n_nodes)
         self._rows: tuple[torch.Tensor, torch.Tensor] | None = None  # (table rows, their leaf) of the step
         self._losses_of_rows = self._rows_losses  # compiled by compile_losses()
-
-    @property
-    def members(self) -> tuple[HierarchyTokenizer, ...]:
-        return self._members
 
     def _flat(self, nodes: torch.Tensor) -> torch.Tensor:
         return nodes + self.offsets.view(-1, *[1] * (nodes.ndim - 1))
@@ -300,10 +294,7 @@ class TokenizerStack(nn.Module):
         """:meth:`losses` from the gathered rows: the part :meth:`compile_losses` compiles."""
         candidates = torch.cat([parent_rows.unsqueeze(2), negative_rows], 2)
         relation = ranking_loss(self._members[0].distance, child_rows, candidates, valid).mean(-1)
-        nodes = torch.cat([child_rows, parent_rows], 1)
-        if isinstance(self.quantizer, StackedResidualQuantizer):
-            return relation, self.quantizer(nodes).loss
-        return relation, torch.stack([q(nodes[run]).loss for run, q in enumerate(self.quantizer)])
+        return relation, self.quantizer(torch.cat([child_rows, parent_rows], 1)).loss
 
     def compile_losses(self) -> None:
         """Compile the losses (``torch.compile``: the quantizer and ranking loss as fused kernels),
@@ -343,8 +334,7 @@ class TokenizerStack(nn.Module):
         """Copy each run's embedding rows and codebooks into its member."""
         for run, m in enumerate(self._members):
             m.embedding.copy_(self.embedding[run * self.n_nodes : (run + 1) * self.n_nodes])
-        if isinstance(self.quantizer, StackedResidualQuantizer):
-            self.quantizer.write_back()
+        self.quantizer.write_back()
 
     @torch.no_grad()
     def init_codebooks(self, generators: Sequence[torch.Generator]) -> None:
@@ -353,8 +343,7 @@ class TokenizerStack(nn.Module):
         self.write_back()
         for m, gen in zip(self._members, generators):
             m.quantizer.init_from(m.embedding.detach(), generator=gen)
-        if isinstance(self.quantizer, StackedResidualQuantizer):
-            self.quantizer.load_members()
+        self.quantizer.load_members()
 
 
 def train_hierarchy_tokenizer(model: HierarchyTokenizer, relations: torch.Tensor, *, seed: int = 0,

@@ -14,8 +14,7 @@ only floating-point rounding of the batched GEMMs.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import geoopt
 import torch
@@ -24,10 +23,9 @@ from torch import nn
 
 from hrq.models.rqvae import ResidualQuantizedVAE, VAEOutput
 from hrq.nn import MobiusLinear
-from hrq.quantize import QuantizerOutput
-from hrq.quantize.stacked import StackedResidualQuantizer, stackable
+from hrq.quantize.stacked import stack_quantizers
 
-__all__ = ["MemberQuantizers", "StackedLinear", "VAEStack"]
+__all__ = ["StackedLinear", "VAEStack"]
 
 
 def _mobius_matvec(ball: geoopt.PoincareBall, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -109,57 +107,6 @@ def _stack_mlp(mlps: Sequence[nn.Sequential]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _default_generator(device: torch.device) -> torch.Generator | None:
-    if device.type == "cpu":
-        return torch.default_generator
-    if device.type == "cuda":
-        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
-    return None
-
-
-@contextmanager
-def _global_stream(generator: torch.Generator | None) -> Iterator[None]:
-    """Within the block torch's global generator of ``generator``'s device draws from
-    ``generator``'s stream (which then continues where the block left it); ``None``, or a device
-    without a default generator here: unchanged."""
-    default = None if generator is None else _default_generator(generator.device)
-    if default is None:
-        yield
-        return
-    saved = default.get_state()
-    default.set_state(generator.get_state())
-    try:
-        yield
-    finally:
-        generator.set_state(default.get_state())
-        default.set_state(saved)
-
-
-class MemberQuantizers(nn.Module):
-    """Quantizers that do not stack (HyperVQ, RSQ, HG-Rec, or RQs of differing options), run one
-    after another on their run's points: ``x [R, N, dim]`` -> the members' outputs stacked (codes
-    ``[R, N, k]``, quantized ``[R, N, dim]``, losses ``[R]``, residuals ``[R, N, dim]``).
-
-    They draw from torch's global generator (the Gumbel noise of HyperVQ and RSQ), which R
-    members would share; so that each run draws what it would draw alone, member ``r`` runs with
-    the global generator set to its own stream, ``generators[r]`` (``None``: the global one).
-    """
-
-    def __init__(self, members: Sequence[nn.Module], generators: Sequence[torch.Generator] | None = None) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)  # registered: the stack's optimizer trains them
-        self.generators = list(generators) if generators is not None else [None] * len(members)
-
-    def forward(self, x: torch.Tensor) -> QuantizerOutput:
-        outs = []
-        for run, q in enumerate(self.members):
-            with _global_stream(self.generators[run]):
-                outs.append(q(x[run]))
-        return QuantizerOutput(torch.stack([o.codes for o in outs]), torch.stack([o.quantized for o in outs]),
-                               torch.stack([o.loss for o in outs]),
-                               [torch.stack(level) for level in zip(*(o.residuals for o in outs))])
-
-
 def _shape(model: ResidualQuantizedVAE) -> dict[str, object]:
     """What two VAEs must share to train as one stack."""
     q = model.quantizer
@@ -175,7 +122,7 @@ class VAEStack(nn.Module):
 
     Encoder and decoder layers become :class:`StackedLinear` layers; the quantizers one
     :class:`~hrq.quantize.stacked.StackedResidualQuantizer` when
-    :func:`~hrq.quantize.stacked.stackable` (RQ-VAE, HRQ-VAE), else :class:`MemberQuantizers`.
+    :func:`~hrq.quantize.stacked.stackable` (RQ-VAE, HRQ-VAE), else :class:`~hrq.quantize.stacked.MemberQuantizers`.
     :meth:`forward` is :meth:`ResidualQuantizedVAE.forward` on ``x [R, N, d]`` with every loss
     per run (``[R]``). :meth:`write_back` copies each run's parameters and buffers into its
     member, so evaluation, codes and outputs stay the single-model code.
@@ -184,7 +131,7 @@ class VAEStack(nn.Module):
         models: VAEs of one shape (layer sizes, geometry, curvature, reconstruction loss,
             quantizer kind and codebook sizes, dtype and device).
         generators: per run, the stream that stands in for torch's global generator while its
-            member quantizer runs (:class:`MemberQuantizers`); unused by stacked quantizers.
+            member quantizer runs (:class:`~hrq.quantize.stacked.MemberQuantizers`); unused by stacked quantizers.
     """
 
     def __init__(self, models: Sequence[ResidualQuantizedVAE],
@@ -203,13 +150,7 @@ class VAEStack(nn.Module):
         self.ball = models[0].ball
         self.encoder = _stack_mlp([m.encoder for m in models])
         self.decoder = _stack_mlp([m.decoder for m in models])
-        quantizers = [m.quantizer for m in models]
-        self.quantizer = (StackedResidualQuantizer(quantizers) if stackable(quantizers)
-                          else MemberQuantizers(quantizers, generators))
-
-    @property
-    def members(self) -> tuple[ResidualQuantizedVAE, ...]:
-        return self._members
+        self.quantizer = stack_quantizers([m.quantizer for m in models], generators)
 
     def forward(self, x: torch.Tensor) -> VAEOutput:
         """Every run's pass on its own batch ``x [R, N, d]``: reconstructions ``[R, N, d]``, codes
@@ -230,5 +171,4 @@ class VAEStack(nn.Module):
         for layer in self.modules():
             if isinstance(layer, StackedLinear):
                 layer.write_back()
-        if isinstance(self.quantizer, StackedResidualQuantizer):
-            self.quantizer.write_back()
+        self.quantizer.write_back()

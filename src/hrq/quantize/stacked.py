@@ -13,15 +13,17 @@ batched GEMMs.
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import geoopt
 import torch
 from torch import nn
 
+from hrq.quantize.base import QuantizerOutput
 from hrq.quantize.residual import ResidualQuantizer, replace_dead_codewords
 
-__all__ = ["StackedResidualQuantizer", "stackable"]
+__all__ = ["MemberQuantizers", "StackedResidualQuantizer", "stack_quantizers", "stackable"]
 
 # What two ResidualQuantizers must share to train as one stack.
 _SHARED = ("levels", "codebook_sizes", "dim", "geometry", "curvature", "residual", "commitment",
@@ -72,10 +74,6 @@ class StackedResidualQuantizer(ResidualQuantizer):
             self.register_buffer(f"usage_ema_{level}", torch.stack([getattr(q, f"usage_ema_{level}") for q in members]))
         self.to(first.codebooks[0].device)
 
-    @property
-    def members(self) -> tuple[ResidualQuantizer, ...]:
-        return self._members
-
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 3 or x.shape[0] != self.runs or x.shape[-1] != self.dim:
             raise ValueError(f"expected x of shape [{self.runs}, N, {self.dim}], got {tuple(x.shape)}")
@@ -105,3 +103,68 @@ class StackedResidualQuantizer(ResidualQuantizer):
 
     def extra_repr(self) -> str:
         return f"runs={self.runs}, {super().extra_repr()}"
+
+
+def _default_generator(device: torch.device) -> torch.Generator | None:
+    if device.type == "cpu":
+        return torch.default_generator
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return None
+
+
+@contextmanager
+def _global_stream(generator: torch.Generator | None) -> Iterator[None]:
+    """Within the block torch's global generator of ``generator``'s device draws from
+    ``generator``'s stream (which then continues where the block left it); ``None``, or a device
+    without a default generator here: unchanged."""
+    default = None if generator is None else _default_generator(generator.device)
+    if default is None:
+        yield
+        return
+    saved = default.get_state()
+    default.set_state(generator.get_state())
+    try:
+        yield
+    finally:
+        generator.set_state(default.get_state())
+        default.set_state(saved)
+
+
+class MemberQuantizers(nn.Module):
+    """Quantizers that do not stack (HyperVQ, RSQ, HG-Rec, or RQs of differing options), run one
+    after another on their run's points: ``x [R, N, dim]`` -> the members' outputs stacked (codes
+    ``[R, N, k]``, quantized ``[R, N, dim]``, losses ``[R]``, residuals ``[R, N, dim]``).
+
+    They draw from torch's global generator (the Gumbel noise of HyperVQ and RSQ), which R
+    members would share; so that each run draws what it would draw alone, member ``r`` runs with
+    the global generator set to its own stream, ``generators[r]`` (``None``: the global one).
+    """
+
+    def __init__(self, members: Sequence[nn.Module], generators: Sequence[torch.Generator] | None = None) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)  # registered: the stack's optimizer trains them
+        self.generators = list(generators) if generators is not None else [None] * len(members)
+
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        outs = []
+        for run, q in enumerate(self.members):
+            with _global_stream(self.generators[run]):
+                outs.append(q(x[run]))
+        return QuantizerOutput(torch.stack([o.codes for o in outs]), torch.stack([o.quantized for o in outs]),
+                               torch.stack([o.loss for o in outs]),
+                               [torch.stack(level) for level in zip(*(o.residuals for o in outs))])
+
+    def load_members(self) -> None:
+        """Nothing to copy: the members' modules are the trained ones."""
+
+    def write_back(self) -> None:
+        """Nothing to copy: the members' modules are the trained ones."""
+
+
+def stack_quantizers(quantizers: Sequence[nn.Module],
+                     generators: Sequence[torch.Generator] | None = None) -> StackedResidualQuantizer | MemberQuantizers:
+    """R quantizers as one module on ``x [R, N, dim]``: a :class:`StackedResidualQuantizer` when
+    they :func:`stackable`, else :class:`MemberQuantizers` (``generators`` as there). Either has
+    ``load_members``/``write_back``."""
+    return StackedResidualQuantizer(quantizers) if stackable(quantizers) else MemberQuantizers(quantizers, generators)
