@@ -165,9 +165,10 @@ def time_seq2seq(opts: dict, sizes: list[int], *, source_items: int, steps: int,
 
 
 def time_vae(method: dict, opts: dict, *, k: int, s, h: int, steps: int, epochs: int, seeds: list[int],
-             device: torch.device) -> dict:
-    """Seconds per step of one (and of ``len(seeds)`` stacked) Tables 2-4 tokenizer run(s) on
-    ``steps`` batches of random unit vectors, and the per-epoch evaluation as a share of the
+             device: torch.device, lrs: list[float] | None = None) -> dict:
+    """Seconds per step of one Tables 2-4 tokenizer run, and of one run among the stack of
+    ``seeds`` (each at every one of ``lrs`` when given, as ``stack_lrs`` trains them), on
+    ``steps`` batches of random unit vectors; and the per-epoch evaluation as a share of the
     training pass (both scale with the item count)."""
     data = torch.randn(steps * opts["batch_size"], ITEM_DIM, generator=torch.Generator().manual_seed(0))
     data = torch.nn.functional.normalize(data, dim=-1).to(device)
@@ -184,8 +185,11 @@ def time_vae(method: dict, opts: dict, *, k: int, s, h: int, steps: int, epochs:
            "eval_share": _overhead(history, stamps) / _per_step(history, 1)}
     stacked = _stacked_trainer("hrq.models", "train_vaes")
     if stacked is not None:
-        out["stacked"] = _per_step(stacked([build(seed) for seed in seeds], data, seeds=seeds, **train)[0],
-                                   steps, len(seeds))
+        runs = [(seed, lr) for lr in (lrs or [train["lr"]]) for seed in seeds]
+        lr = [lr for _, lr in runs] if lrs else train["lr"]
+        history = stacked([build(seed) for seed, _ in runs], data, seeds=[seed for seed, _ in runs],
+                          **{**train, "lr": lr})
+        out["stacked"] = _per_step(history[0], steps, len(runs))
     return out
 
 
@@ -248,8 +252,13 @@ def measure(config: dict, args, device: torch.device) -> tuple[list[dict], list[
     cells = math.prod(len(v) for v in rec["grid"].values())
     opts, lrs = rec["tokenizer"], len(rec["tokenizer"]["lr"])
     trained = {m: spec for m, spec in rec["methods"].items() if spec["kind"] != "random"}
+    # stack_lrs: a job stacks its seeds at every tokenizer lr (a VAEStack that takes per-run lrs)
+    stack_lrs = opts.get("stack_lrs") and lrs > 1 and hasattr(importlib.import_module("hrq.models"), "VAEStack") \
+        and hasattr(importlib.import_module("hrq.models").VAEStack, "param_groups")
     vae = {m: time_vae(spec, opts, k=k, s=s, h=h, steps=args.steps, epochs=args.epochs, seeds=stack_seeds,
-                       device=device) for m, spec in trained.items()}
+                       device=device, lrs=opts["lr"] if stack_lrs else None) for m, spec in trained.items()}
+    notes.append(f"Tables 2-4 tokenizer stacked: {len(stack_seeds) * (lrs if stack_lrs else 1)} runs per call "
+                 f"({len(stack_seeds)} seeds{f' x {lrs} lrs, recommendation.tokenizer.stack_lrs' if stack_lrs else ''})")
     notes += [f"Tables 2-4 tokenizer {m}: the per-epoch evaluation over all items (single run) adds "
               f"{t['eval_share']:.0%} to the training pass" for m, t in vae.items()]
     seq = rec["seq2seq"]

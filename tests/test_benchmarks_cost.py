@@ -42,3 +42,4 @@ def test_cost_table_has_a_row_per_stage(tmp_path, capsys):
         assert f"| {r['table']} | {r['stage']} | {r['dataset']} | {r['method']} |" in printed
     assert printed.count("total**") == 2
     assert json.loads(out.read_text())["rows"] == rows
+    assert "Tables 2-4 tokenizer stacked: 6 runs per call (2 seeds x 3 lrs" in printed  # the paper's 3 lrs stacked

@@ -72,15 +72,15 @@ def test_a_diverging_stage_writes_nothing_and_its_run_fails(tmp_path):
                   "top_level": tree.top_level.numpy()}).to_parquet(tmp_path / "nodes.parquet")
     pd.DataFrame({"child": rel[:, 0], "parent": rel[:, 1],
                   "split": ["train"] * (len(rel) - 3) + ["test"] * 3}).to_parquet(tmp_path / "relations.parquet")
-    from hrq.stages.jobs import SeedRun, TokenizerJob
+    from hrq.stages.jobs import TokenizerJob, TokenizerRun
 
     cell = {"dataset": "toy", "method": "rq", "k": 2, "s": 4, "h": 4}
     runs = []
     for seed in (0, 1):  # two seeds trained as one stack
         out = tmp_path / f"seed{seed}"
         files = {"tokens": str(out / "tokens.parquet"), "metrics": str(out / "metrics.parquet")}
-        runs.append(SeedRun(seed, files, {"results_dir": str(tmp_path / "results"), "experiment": "test/table1",
-                                          "cell": cell, "job_key": files["tokens"], "run_name": f"seed{seed} tokenizer"}))
+        runs.append(TokenizerRun(seed, files, {"results_dir": str(tmp_path / "results"), "experiment": "test/table1",
+                                               "cell": cell, "job_key": files["tokens"], "run_name": f"seed{seed} tokenizer"}))
     job = TokenizerJob(method="rq", method_spec={"geometry": "euclidean"}, k=2, s=4, h=4, device="cpu",
                        options={"epochs": 4, "warmup_epochs": 1, "warmup_lr": 0.01, "lr": 1e30, "batch_size": 4,
                                 "negatives": 5, "commitment": 0.25, "init_scale": 1e-3}, runs=tuple(runs))

@@ -71,6 +71,32 @@ def test_snakemake_takes_typed_list_and_nested_overrides(tmp_path):
     assert counts["tokenize_hierarchy_seeds0_1"] == 2 and counts["tokenize_hierarchy_seed2"] == 2, counts
 
 
+def test_tokenizer_lrs_train_as_one_stack_and_each_run_keeps_its_files(tmp_path):
+    import json
+    import shlex
+
+    lrs = "recommendation={tokenizer: {lr: [0.003, 0.001]}}"
+    counts = job_counts(dry_run(tmp_path, "all_tables", "--config", lrs).stdout)
+    # RQ-VAE and HRQ-VAE: one job each for both lrs and both seeds; Random trains no lr: one job
+    assert counts["tokenize_items_lrs"] == 2 and counts["tokenize_items"] == 1, counts
+    assert counts["recommendation"] == (2 * 2 + 1) * 2, counts  # still one recommender per (lr, seed)
+    counts = job_counts(dry_run(tmp_path, "all_tables", "--config", lrs.replace("]}", "], stack_lrs: false}")).stdout)
+    assert counts["tokenize_items"] == 2 * 2 + 1 and "tokenize_items_lrs" not in counts, counts
+    counts = job_counts(dry_run(tmp_path, "all_tables", "--config", lrs, "seeds_per_job=1").stdout)
+    assert counts["tokenize_items_lrs"] == 2 * 2 and counts["tokenize_items"] == 2, counts  # a job per seed
+
+    # one (lr, seed)'s tokens ask for their stack's job, whose spec gives every run its lr and files
+    target = "results/demo/tokens/synthetic_catalog/hrqvae/k2_s16_h8/lr0.001/seed1/tokens.parquet"
+    proc = dry_run(tmp_path, target, "-p", "--config", lrs)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    command = next(line for line in proc.stdout.splitlines() if "tokenize-items" in line)
+    spec = json.loads(shlex.split(command)[shlex.split(command).index("--job") + 1])["params"]
+    runs = [(run["seed"], run["lr"], run["outputs"]["tokens"], run["tracking"]["run_name"]) for run in spec["runs"]]
+    assert runs == [(seed, lr, f"results/demo/tokens/synthetic_catalog/hrqvae/k2_s16_h8/lr{lr:g}/seed{seed}/tokens.parquet",
+                     f"seed{seed} lr{lr:g} tokenizer") for lr in (0.003, 0.001) for seed in (0, 1)]
+    assert spec["options"]["lr"] == [0.003, 0.001] and "stack_lrs" not in spec["options"]
+
+
 def test_snakemake_quotes_the_bad_value_as_typed(tmp_path):
     proc = dry_run(tmp_path, "all_tables", "--config", "seeds=[0,x]")
     assert proc.returncode != 0

@@ -172,3 +172,26 @@ def test_a_compiled_step_trains_as_the_eager_one():
     for a, b in zip(h_eager, h_compiled):
         assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-3)
     torch.testing.assert_close(eager.embedding.detach(), compiled.embedding.detach(), rtol=1e-3, atol=1e-4)
+
+
+def test_a_job_spec_tells_its_runs_by_seed_and_lr():
+    """TokenizerJob round-trips through its JSON params; a run's lr is its own or the job's; a
+    (seed, lr) twice is refused; the Table 1 stage refuses runs of their own lr (it trains one)."""
+    from hrq.stages.jobs import TokenizerJob, TokenizerRun
+    from hrq.stages.tokenize import tokenize_hierarchy
+
+    runs = tuple(TokenizerRun(seed, {"tokens": f"lr{lr:g}/seed{seed}/tokens.parquet"}, lr=lr)
+                 for lr in (1e-3, 1e-4) for seed in (0, 1))
+    job = TokenizerJob(method="hrqvae", method_spec={"kind": "vae"}, k=3, s=256, h=32, device="cpu",
+                       options={"epochs": 2, "lr": [1e-3, 1e-4]}, runs=runs)
+    assert TokenizerJob.from_params(job.to_params()) == job
+    assert [job.lr_of(r) for r in job.runs] == [1e-3, 1e-3, 1e-4, 1e-4] and job.seeds == [0, 1, 0, 1]
+    assert job.run_options(runs[2]) == {"epochs": 2, "lr": 1e-4}
+    plain = TokenizerJob(method="rq", method_spec={}, k=3, s=64, h=4, device="cpu", options={"lr": 1.0},
+                         runs=(TokenizerRun(0, {}),))
+    assert plain.lr_of(plain.runs[0]) == 1.0 and plain.run_options(plain.runs[0]) == {"lr": 1.0}
+    with pytest.raises(ValueError, match=r"runs repeat \(seed, lr\)"):
+        TokenizerJob(method="rq", method_spec={}, k=3, s=64, h=4, device="cpu", options={"lr": 1.0},
+                     runs=(TokenizerRun(0, {}, lr=0.1), TokenizerRun(0, {}, lr=0.1)))
+    with pytest.raises(ValueError, match="every run at hierarchy.tokenizer.lr"):
+        tokenize_hierarchy({}, {}, job.to_params())

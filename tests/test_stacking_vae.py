@@ -93,6 +93,62 @@ def test_a_run_in_a_stack_is_the_single_run(geometry, kmeans_sample):
     assert not torch.equal(stacked[0].quantizer.codebooks[0], stacked[1].quantizer.codebooks[0])
 
 
+@pytest.mark.parametrize("geometry, quantizer", [("euclidean", None), ("poincare", None), ("euclidean", "hypervq")])
+def test_runs_at_their_own_learning_rates_are_the_single_runs_at_them(geometry, quantizer):
+    """Tables 2-4's tokenizer lrs stack too: each run trains at its own lr (stacked layers and
+    codebooks through a per-run lr tensor, HyperVQ's member quantizers through their run's
+    group), as a single run at that lr; seed 0 appears at three lrs, seed 1 at one."""
+    data = _data()
+    seeds, lrs = [0, 0, 0, 1], [1e-2, 1e-3, 1e-4, 1e-2]
+    singles = [_model(s, geometry, quantizer=quantizer) for s in seeds]
+    options = dict(OPTIONS, lr=None)
+    single_hist = [train_vae(m, data, seed=s, **{**options, "lr": lr}) for m, s, lr in zip(singles, seeds, lrs)]
+    stacked = [_model(s, geometry, quantizer=quantizer) for s in seeds]
+    stacked_hist = train_vaes(stacked, data, seeds=seeds, **{**options, "lr": lrs})
+    for one, many, h1, hr in zip(singles, stacked, single_hist, stacked_hist):
+        assert torch.equal(one.encode(data), many.encode(data))
+        _assert_same_parameters(one, many)
+        assert [e["train/loss"] for e in h1] == pytest.approx([e["train/loss"] for e in hr], rel=1e-4)
+    # the lr is what tells the three seed-0 runs apart
+    assert stacked_hist[0][-1]["train/loss"] != stacked_hist[1][-1]["train/loss"] != stacked_hist[2][-1]["train/loss"]
+    with pytest.raises(ValueError, match="one learning rate per model: 4 models, 2"):
+        train_vaes(stacked, data, seeds=seeds, **{**options, "lr": [1e-2, 1e-3]})
+
+
+def test_a_per_run_learning_rate_scales_each_runs_adam_step():
+    """riemannian_optimizer with a tensor lr per parameter group: run r of a stacked parameter
+    moves as Adam at lr_r would move it alone (torch's fused Adam, and geoopt's Riemannian Adam
+    on the ball)."""
+    import geoopt
+
+    from hrq.manifold import poincare_ball
+
+    ball = poincare_ball(1.0)
+    lrs = torch.tensor([1e-1, 1e-3, 1e-5])
+    flat = torch.nn.Parameter(torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0)))
+    curved = geoopt.ManifoldParameter(ball.projx(0.3 * torch.randn(3, 6, 4, generator=torch.Generator().manual_seed(1))),
+                                      manifold=ball)
+    alone = [(torch.nn.Parameter(flat.detach()[r].clone()),
+              geoopt.ManifoldParameter(curved.detach()[r].clone(), manifold=ball)) for r in range(3)]
+    start = flat.detach().clone()
+    opt = riemannian_optimizer([{"params": [flat], "lr": lrs.view(3, 1, 1)},
+                                {"params": [curved], "lr": lrs.view(3, 1, 1)}], 1.0)
+    singles = [riemannian_optimizer([f, c], float(lr)) for (f, c), lr in zip(alone, lrs)]
+    for _ in range(3):
+        opt.zero_grad()
+        (flat.sin().sum() + ball.dist0(curved).pow(2).sum()).backward()
+        opt.step()
+        for (f, c), single in zip(alone, singles):
+            single.zero_grad()
+            (f.sin().sum() + ball.dist0(c).pow(2).sum()).backward()
+            single.step()
+    for r, (f, c) in enumerate(alone):
+        torch.testing.assert_close(flat.detach()[r], f.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(curved.detach()[r], c.detach(), rtol=1e-5, atol=1e-7)
+    moved = (flat.detach() - start).abs().flatten(1).max(1).values
+    assert moved[0] > moved[1] > moved[2] > 0  # each run at its own lr, the smallest too
+
+
 def test_identical_seeds_give_identical_runs():
     data = _data()
     models = [_model(7, "poincare") for _ in range(3)]

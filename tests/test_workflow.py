@@ -131,10 +131,10 @@ def test_all_tables_and_figures_are_built(run):
     # no temp files left behind anywhere
     assert not [p for p in out.rglob(".*tmp*")]
     # one log per job: 2 data + 1 descriptions + 1 embedding + 2 hierarchy tokenizers (each
-    # trains the 2 seeds as one stack) + 4 seq2seq + (2+2+1 lrs) item tokenizers (likewise)
-    # + 10 recommenders + 5 cells + 2 baselines + 7 tables + 2 figures + 7 report pages (one
-    # HTML page per table, for `--report`)
-    assert len(list((out / "logs").rglob("*.log"))) == 48
+    # trains the 2 seeds as one stack) + 4 seq2seq + 3 item tokenizers (RQ-VAE and HRQ-VAE each
+    # train both seeds at both lrs as one stack, Random one job) + 10 recommenders + 5 cells
+    # + 2 baselines + 7 tables + 2 figures + 7 report pages (one HTML page per table, for `--report`)
+    assert len(list((out / "logs").rglob("*.log"))) == 46
     texts = pd.read_parquet(out / "text/movielens_generated/descriptions.parquet")
     assert (texts["source"] == "template").all() and texts["text"].str.contains(" film").all()
     t2_md = (out / "tables" / "table2.md").read_text()

@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from hrq.config import ConfigError, command_line_texts, resolve_config, uses_gpu
 from hrq.grid import codebook_label, grid_s
-from hrq.stages.jobs import SeedRun, TokenizerJob, seed_groups, seeds_label
+from hrq.stages.jobs import TokenizerJob, TokenizerRun, seed_groups, seeds_label
 
 try:
     # --configfile/--config values win over the preset (e.g. `--config device=cuda`); the
@@ -128,27 +128,45 @@ def group_log(log_dir, group):
     return f"{log_dir}/seed{{seed}}.log" if group is None else f"{log_dir}/{seeds_label(group)}.log"
 
 
-def seed_outputs(seed_dir, group, files):
-    """A tokenizer rule's outputs: ``files`` (name -> file name) in ``seed_dir`` (a path with a
-    ``{seed}`` placeholder) for the {seed} wildcard, or for each seed of the group as
-    ``<name>_<seed>``."""
-    if group is None:
-        return {name: f"{seed_dir}/{file}" for name, file in files.items()}
-    return {f"{name}_{seed}": f"{seed_dir.replace('{seed}', str(seed))}/{file}"
-            for seed in group for name, file in files.items()}
+def stack_runs(group, lrs=(None,)):
+    """A tokenizer rule's runs, ``(seed, lr)`` each: every seed of the group (``None``: the
+    {seed} wildcard) at every one of ``lrs`` (lr labels; ``None``: the {lr} wildcard, or no lr)."""
+    seeds = [None] if group is None else list(group)
+    return [(seed, lr) for lr in lrs for seed in seeds]
 
 
-def tokenizer_job(table, w, output, group, method_spec, options, run_name, logged=None):
-    """The rule's TokenizerJob: its grid point, options and, per seed, its outputs and MLflow
-    child run (``run_name(seed)``); ``logged``: further MLflow params of every run."""
-    seeds = [int(w.seed)] if group is None else list(group)
-    runs = []
-    for seed in seeds:
-        files = {name: str(path) for name, path in output.items()} if group is None else \
-            {name[: -len(f"_{seed}")]: str(path) for name, path in output.items() if name.endswith(f"_{seed}")}
-        runs.append(SeedRun(seed, files, tracking(table, w, files.get("tokens"), run_name(seed))))
+def _run_path(path, run):
+    seed, lr = run
+    if seed is not None:
+        path = path.replace("{seed}", str(seed))
+    return path if lr is None else path.replace("{lr}", lr)
+
+
+def run_outputs(run_dir, runs, files):
+    """A tokenizer rule's outputs: ``files`` (name -> file name) in ``run_dir`` (a path with
+    ``{seed}`` and maybe ``{lr}`` placeholders) filled in for each run of :func:`stack_runs`,
+    named ``<name>`` for a rule of one run, ``<name>_<i>`` for run i of several."""
+    if len(runs) == 1:
+        return {name: f"{_run_path(run_dir, runs[0])}/{file}" for name, file in files.items()}
+    return {f"{name}_{i}": f"{_run_path(run_dir, run)}/{file}"
+            for i, run in enumerate(runs) for name, file in files.items()}
+
+
+def tokenizer_job(table, w, output, runs, method_spec, options, run_name, logged=None):
+    """The rule's TokenizerJob: its grid point, options and, per run of :func:`stack_runs`, its
+    outputs, MLflow child run (``run_name(seed, lr)``, ``lr`` the run's lr label or the {lr}
+    wildcard's) and own lr where the rule stacks lrs; ``logged``: further MLflow params of
+    every run."""
+    job_runs = []
+    for i, (seed, lr) in enumerate(runs):
+        seed = int(w.seed) if seed is None else seed
+        files = {name: str(path) for name, path in output.items()} if len(runs) == 1 else \
+            {name[: -len(f"_{i}")]: str(path) for name, path in output.items() if name.endswith(f"_{i}")}
+        name = run_name(seed, lr if lr is not None else getattr(w, "lr", None))
+        job_runs.append(TokenizerRun(seed, files, tracking(table, w, files.get("tokens"), name),
+                                     lr=None if lr is None else float(lr)))
     return TokenizerJob(method=w.method, method_spec=method_spec, k=int(w.k), s=grid_s(w.s), h=int(w.h),
-                        options=options, device=CFG["device"], runs=tuple(runs), logged=logged or {}).to_params()
+                        options=options, device=CFG["device"], runs=tuple(job_runs), logged=logged or {}).to_params()
 
 
 def init_tracking_store():

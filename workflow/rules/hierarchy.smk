@@ -14,15 +14,15 @@ for _group in SEED_GROUPS:
             nodes=f"{R}/data/{{dataset}}/nodes.parquet",
             relations=f"{R}/data/{{dataset}}/relations.parquet",
         output:
-            **seed_outputs(HIER_TOKENS, _group,
+            **run_outputs(HIER_TOKENS, stack_runs(_group),
                            {"tokens": "tokens.parquet", "metrics": "metrics.parquet", "usage": "usage.png"}),
         wildcard_constraints:
             dataset=_alternatives(HIER["datasets"]),
             method=_alternatives(HIER["methods"]),
         params:
             **stage_params(lambda w, input, output, group=_group: tokenizer_job(
-                "table1", w, output, group, HIER["methods"][w.method], HIER["tokenizer"],
-                lambda seed: f"seed{seed} tokenizer")),
+                "table1", w, output, stack_runs(group), HIER["methods"][w.method], HIER["tokenizer"],
+                lambda seed, lr: f"seed{seed} tokenizer")),
         threads: CFG["threads"]
         resources:
             gpu=GPU,

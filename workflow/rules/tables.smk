@@ -226,8 +226,9 @@ TABLES = {
                    "token) seen during training (HG-Rec's \"best epoch\"); seconds_to_min_collision: the "
                    "training passes of those epochs (HG-Rec's \"total\"); train_seconds: the whole "
                    f"tokenizer job ({REC['tokenizer']['epochs']} epochs, per-epoch evaluation included). "
-                   f"Seeds trained as one stack (seeds_per_job: {CFG['seeds_per_job']}) share each time: "
-                   "every seed's is the stack's divided by its seeds.",
+                   f"Runs trained as one stack (seeds_per_job: {CFG['seeds_per_job']}, stack_lrs: "
+                   f"{str(REC['tokenizer']['stack_lrs']).lower()}) share each time: every run's is the "
+                   "stack's divided by its runs.",
                    "paper: HG-Rec's Table 2 (codebook [256, 256, 256], one RTX 8000 GPU; RQ-VAE = its "
                    "vanilla RQ-VAE, hgrec = its hyperbolic RQ-VAE). Times depend on the device and its "
                    "load: compare methods within one run, and the paper's epochs rather than its seconds "

@@ -254,7 +254,7 @@ class ResidualQuantizedVAE(nn.Module):
 class _Optimizers:
     """Several optimizers stepped as one (``zero_grad``, ``step``, ``param_groups``)."""
 
-    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    def __init__(self, optimizers: Sequence) -> None:
         self.optimizers = list(optimizers)
 
     @property
@@ -270,6 +270,36 @@ class _Optimizers:
             opt.step()
 
 
+class _RunScaledAdam:
+    """torch's fused Adam for stacked parameters whose runs have their own learning rates
+    (``lr`` a tensor broadcasting over the parameter, ``[R, 1, ...]``).
+
+    Fused Adam takes one float lr, and torch's Adam step is that lr times a direction that does
+    not depend on it, so the step runs at lr 1 and each parameter then moves the run's share of
+    the way: ``p <- p0 + lr_r (p1 - p0)`` (``lerp``, exact to rounding for small ``lr_r``). Two
+    extra passes over the parameters; an Adam at lr ``lr_r`` for run ``r``.
+    """
+
+    def __init__(self, groups: Sequence[dict], **kwargs) -> None:
+        self.scaled = [(p, group["lr"]) for group in groups for p in group["params"]]
+        self.adam = torch.optim.Adam([p for p, _ in self.scaled], lr=1.0, fused=True, **kwargs)
+        self.param_groups = groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adam.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        before = [p.detach().clone() for p, _ in self.scaled]
+        self.adam.step()
+        for (p, lr), start in zip(self.scaled, before):
+            p.copy_(start.lerp_(p, lr))
+
+
+def _curved(p: torch.Tensor) -> bool:
+    return hasattr(p, "manifold") and not isinstance(p.manifold, geoopt.Euclidean)
+
+
 def riemannian_optimizer(params, lr: float, kind: str = "adam", **kwargs):
     """geoopt's Riemannian Adam or SGD: manifold parameters (codebooks and hyperbolic biases)
     take Riemannian steps, plain parameters ordinary ones.
@@ -278,18 +308,32 @@ def riemannian_optimizer(params, lr: float, kind: str = "adam", **kwargs):
     to torch's fused Adam instead: the same update (geoopt's Riemannian Adam on a Euclidean
     parameter is Adam) in one kernel, where geoopt's makes ~15 passes with temporaries and was
     ~60% of an RQ-VAE step on the CPU (issue 16). Only rounding differs.
+
+    ``params``: parameters, or torch's parameter groups (dicts with ``params`` and optionally
+    their own ``lr``). A group's ``lr`` may be a tensor that broadcasts over its parameters,
+    e.g. ``[R, 1, 1]`` for a stacked ``[R, in, out]`` weight whose runs train at their own
+    learning rates (:meth:`hrq.models.VAEStack.param_groups`): geoopt's steps multiply by it
+    as they are, torch's fused Adam goes through :class:`_RunScaledAdam`.
     """
+    groups = list(params)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    groups = [{**group, "params": list(group["params"]), "lr": group.get("lr", lr)} for group in groups]
     if kind == "sgd":
-        return geoopt.optim.RiemannianSGD(params, lr=lr, **kwargs)
+        return geoopt.optim.RiemannianSGD(groups, lr=lr, **kwargs)
     if kind != "adam":
         raise ValueError(f"optimizer kind must be 'adam' or 'sgd', got {kind!r}")
-    params = list(params)
-    curved = [p for p in params if isinstance(getattr(p, "manifold", None), geoopt.manifolds.Stereographic)
-              or (hasattr(p, "manifold") and not isinstance(p.manifold, geoopt.Euclidean))]
-    flat = [p for p in params if not any(p is q for q in curved)]
+
+    def split(curved: bool, per_run: bool) -> list[dict]:
+        out = [{**group, "params": [p for p in group["params"] if _curved(p) == curved]} for group in groups
+               if isinstance(group["lr"], torch.Tensor) == per_run]
+        return [group for group in out if group["params"]]
+
     optimizers = []
-    if flat:
+    if flat := split(curved=False, per_run=False):
         optimizers.append(torch.optim.Adam(flat, lr=lr, fused=True, **kwargs))
-    if curved:
+    if flat_per_run := split(curved=False, per_run=True):
+        optimizers.append(_RunScaledAdam(flat_per_run, **kwargs))
+    if curved := split(curved=True, per_run=False) + split(curved=True, per_run=True):
         optimizers.append(geoopt.optim.RiemannianAdam(curved, lr=lr, **kwargs))
     return _Optimizers(optimizers)

@@ -23,7 +23,7 @@ from torch import nn
 
 from hrq.models.rqvae import ResidualQuantizedVAE, VAEOutput
 from hrq.nn import MobiusLinear
-from hrq.quantize.stacked import stack_quantizers
+from hrq.quantize.stacked import MemberQuantizers, stack_quantizers
 
 __all__ = ["StackedLinear", "VAEStack"]
 
@@ -163,6 +163,30 @@ class VAEStack(nn.Module):
         recon = self.ball.logmap0(out) if self.ball is not None else out
         recon_loss = self._members[0].reconstruction_loss(x, recon)  # the same for every member
         return VAEOutput(recon, q.codes, latent, recon_loss + q.loss, recon_loss, q.loss)
+
+    def param_groups(self, lrs: Sequence[float]) -> list[dict]:
+        """Optimizer parameter groups (:func:`~hrq.models.riemannian_optimizer`) that train run
+        ``r`` at learning rate ``lrs[r]``, e.g. one cell's seeds at each of Tables 2-4's tokenizer
+        learning rates in one stack: a stacked parameter's ``lr`` is a tensor ``[R, 1, ...]``
+        along its run axis, a member quantizer's own parameter (:class:`MemberQuantizers`) gets
+        its run's float. One group at ``lrs[0]`` when every run shares it. Parameters that are not
+        trained (the balls' fixed curvatures) are left out."""
+        if len(lrs) != self.runs:
+            raise ValueError(f"need one learning rate per run: {self.runs} runs, {len(lrs)} learning rates")
+        trained = [p for p in self.parameters() if p.requires_grad]  # not the balls' fixed curvatures
+        if len(set(lrs)) == 1:
+            return [{"params": trained, "lr": float(lrs[0])}]
+        owner = {}
+        if isinstance(self.quantizer, MemberQuantizers):
+            owner = {id(p): run for run, q in enumerate(self.quantizer.members) for p in q.parameters()}
+        groups = []
+        for p in trained:
+            if id(p) in owner:
+                groups.append({"params": [p], "lr": float(lrs[owner[id(p)]])})
+            else:
+                per_run = torch.tensor(lrs, dtype=p.dtype, device=p.device)
+                groups.append({"params": [p], "lr": per_run.view(-1, *[1] * (p.ndim - 1))})
+        return groups
 
     @torch.no_grad()
     def write_back(self) -> None:

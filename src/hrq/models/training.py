@@ -133,7 +133,7 @@ def train_vaes(
     seeds: Sequence[int],
     epochs: int,
     batch_size: int = 128,
-    lr: float = 1e-3,
+    lr: float | Sequence[float] = 1e-3,
     optimizer: str = "adam",
     kmeans_sample: int | None = None,
     on_epoch: Callable[[int, int, dict[str, float]], None] | None = None,
@@ -176,11 +176,17 @@ def train_vaes(
     Args:
         models: VAEs of one shape, on ``data``'s device; trained in place.
         seeds: one seed per model.
+        lr: one learning rate for every run, or one per model: runs of one shape at different
+            learning rates (Tables 2-4's tokenizer lr grid) stack too
+            (:meth:`~hrq.models.VAEStack.param_groups`).
     Returns:
         per model, its history.
     """
     if len(seeds) != len(models):
         raise ValueError(f"need one seed per model: {len(models)} models, {len(seeds)} seeds")
+    lrs = [float(lr)] * len(models) if isinstance(lr, (int, float)) else [float(x) for x in lr]
+    if len(lrs) != len(models):
+        raise ValueError(f"need one learning rate per model: {len(models)} models, {len(lrs)} learning rates")
     require_finite(data, "train_vae data")  # once: the steps are not checked one by one
     if kmeans_sample is not None and kmeans_sample < 0:
         raise ValueError(f"kmeans_sample must be None (all items), 0 (first batch) or > 0, got {kmeans_sample}")
@@ -197,13 +203,14 @@ def train_vaes(
             quantizer.generator = torch.Generator(device=device).manual_seed(int(seed))
         model.train()
     stack = VAEStack(models, [torch.Generator(device=device).manual_seed(int(s)) for s in seeds])
-    opt = riemannian_optimizer(stack.parameters(), lr, optimizer)
+    opt = riemannian_optimizer(stack.param_groups(lrs), lrs[0], optimizer)
     epoch_generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     quantizers = [m.quantizer for m in models]
     anneal = _annealed(quantizers[0])
     histories: list[list[dict[str, float]]] = [[] for _ in models]
-    monitor = LossMonitor([f"seed {s}" for s in seeds] if len(seeds) > 1 else None)
-    runs = f" × {len(models)} seeds" if len(models) > 1 else ""
+    names = [f"seed {s}" + (f" lr {x:g}" if len(set(lrs)) > 1 else "") for s, x in zip(seeds, lrs)]
+    monitor = LossMonitor(names if len(seeds) > 1 else None)
+    runs = f" × {len(models)} runs" if len(models) > 1 else ""
     bar = tqdm(range(epochs), desc=f"{models[0].geometry} VAE{runs}", disable=not progress, leave=False)
     for epoch in bar:
         stack.train()

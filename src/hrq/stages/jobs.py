@@ -12,29 +12,33 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-__all__ = ["SeedRun", "TokenizerJob", "seed_groups", "seeds_label"]
+__all__ = ["TokenizerJob", "TokenizerRun", "seed_groups", "seeds_label"]
 
 
 @dataclass(frozen=True)
-class SeedRun:
-    """One seed of a job: where its files go and its MLflow child run.
+class TokenizerRun:
+    """One run of a job: its seed (and learning rate), where its files go and its MLflow child run.
 
     Attributes:
         seed: the run's seed (its model init, data order, negatives, k-means draws).
-        outputs: the per-seed files, e.g. ``tokens``, ``metrics``, ``usage`` -> path.
+        outputs: the run's files, e.g. ``tokens``, ``metrics``, ``usage`` -> path.
         tracking: :func:`hrq.stages.common.job_run`'s spec (``results_dir``, ``experiment``,
             ``cell``, ``job_key``, ``run_name``), or ``None`` without MLflow.
+        lr: the run's learning rate where the job stacks several (Tables 2-4's tokenizer lrs);
+            ``None``: the job's ``options["lr"]``.
     """
 
     seed: int
     outputs: Mapping[str, str]
     tracking: Mapping[str, Any] | None = None
+    lr: float | None = None
 
 
 @dataclass(frozen=True)
 class TokenizerJob:
-    """A tokenizer job: one grid point (method, k, s, h) of a task, for one or more seeds that
-    train as one stack in one process (config ``seeds_per_job``).
+    """A tokenizer job: one grid point (method, k, s, h) of a task, for one or more runs that
+    train as one stack in one process: the seeds of config ``seeds_per_job``, and in Tables 2-4
+    each of them at every tokenizer learning rate (``recommendation.tokenizer.stack_lrs``).
 
     Attributes:
         method: the method's name in the config (``rq``, ``hrq``, ...).
@@ -43,7 +47,7 @@ class TokenizerJob:
             label such as ``"4-8"``, as :func:`hrq.grid.grid_s` gives).
         options: the task's tokenizer section (epochs, lr, batch size, ...).
         device: ``auto``, ``cpu`` or ``cuda``.
-        runs: the seeds, in order.
+        runs: the runs, in order.
         logged: further MLflow parameters of every run (e.g. where item texts came from).
     """
 
@@ -54,19 +58,28 @@ class TokenizerJob:
     h: int
     options: Mapping[str, Any]
     device: str
-    runs: tuple[SeedRun, ...]
+    runs: tuple[TokenizerRun, ...]
     logged: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.runs:
             raise ValueError(f"tokenizer job {self.method} k={self.k} s={self.s} h={self.h} has no seeds")
-        seeds = [r.seed for r in self.runs]
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"tokenizer job {self.method} k={self.k} s={self.s} h={self.h}: seeds repeat: {seeds}")
+        runs = [(r.seed, self.lr_of(r)) for r in self.runs]
+        if len(set(runs)) != len(runs):
+            raise ValueError(f"tokenizer job {self.method} k={self.k} s={self.s} h={self.h}: runs repeat "
+                             f"(seed, lr): {runs}")
 
     @property
     def seeds(self) -> list[int]:
         return [r.seed for r in self.runs]
+
+    def lr_of(self, run: TokenizerRun) -> float | None:
+        """The run's learning rate: its own, else the job's ``options["lr"]``."""
+        return run.lr if run.lr is not None else self.options.get("lr")
+
+    def run_options(self, run: TokenizerRun) -> dict[str, Any]:
+        """The options the run trains with: the job's, with the run's learning rate."""
+        return {**self.options, "lr": self.lr_of(run)} if run.lr is not None else dict(self.options)
 
     def to_params(self) -> dict[str, Any]:
         """The spec as a JSON-able dict (a rule's ``params``)."""
@@ -82,7 +95,7 @@ class TokenizerJob:
         if unknown or missing:
             raise ValueError(f"tokenizer job spec: unknown fields {sorted(unknown)}, missing {sorted(missing)}")
         return cls(**{**params, "k": int(params["k"]), "h": int(params["h"]),
-                      "runs": tuple(SeedRun(**r) for r in params["runs"])})
+                      "runs": tuple(TokenizerRun(**r) for r in params["runs"])})
 
 
 def seed_groups(seeds: Sequence[int], per_job: int) -> list[tuple[int, ...]]:

@@ -63,8 +63,8 @@ def _training_summary(history, collision_key: str, seconds: float, runs: int = 1
     rate during training, the epochs needed to reach it and the training seconds they took
     (HG-Rec's "Total": the sum of the epochs' training passes), the mean seconds of an epoch's
     training pass, and the whole job's wall time (``train_seconds``, evaluation included).
-    For ``runs`` seeds trained as one stack every time is the stack's divided by ``runs``: one
-    seed's share, comparable between methods stacked alike."""
+    For ``runs`` runs trained as one stack every time is the stack's divided by ``runs``: one
+    run's share, comparable between methods stacked alike."""
     summary = collision_summary(history, key=collision_key)
     del summary["best_collision_epoch"]  # = epochs_to_min_collision - 1
     seconds /= runs
@@ -89,6 +89,9 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
     Every seed's files and MLflow child run are what a job of that seed alone writes: the stack
     only shares the training steps (:func:`hrq.hierarchy.train_hierarchy_tokenizers`)."""
     job = TokenizerJob.from_params(params)
+    if any(run.lr is not None for run in job.runs):
+        raise ValueError("a Table 1 tokenizer job trains every run at hierarchy.tokenizer.lr; runs of their "
+                         f"own lr: {[run.lr for run in job.runs]}")
     opts = job.options
     device = device_for({"device": job.device})
     nodes = read_parquet(inputs["nodes"])
@@ -104,7 +107,7 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
         models.append(HierarchyTokenizer(len(nodes), job.h, quantizer=quantizer, init_scale=opts["init_scale"]).to(device))
     hypers = [{"method": job.method, "method_spec": job.method_spec, "k": job.k, "s": job.s, "h": job.h,
                "seed": run.seed, "tokenizer": opts, "device": str(device), "train_relations": int(train.shape[0]),
-               "stacked_seeds": len(job.runs)} for run in job.runs]
+               "stacked_runs": len(job.runs)} for run in job.runs]
     groups = torch.tensor(nodes.sort_values("node_id")["top_level"].to_numpy(), dtype=torch.long)
     with job_runs([run.tracking for run in job.runs], hypers, datasets=inputs) as mlflow_runs:
         loggers = [epoch_logger(r, "tokenizer", opts["epochs"]) for r in mlflow_runs]
@@ -131,9 +134,10 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
 
 
 def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Train an (H)RQ-VAE on item embeddings (paper §4.2) for each seed of the job
-    (:class:`~hrq.stages.jobs.TokenizerJob`; all seeds as one stack, :func:`hrq.models.train_vaes`),
-    or draw the Random baseline."""
+    """Train an (H)RQ-VAE on item embeddings (paper §4.2) for each run of the job
+    (:class:`~hrq.stages.jobs.TokenizerJob`: its seeds, each at its own tokenizer lr where the
+    job stacks lrs; all runs as one stack, :func:`hrq.models.train_vaes`), or draw the Random
+    baseline."""
     job = TokenizerJob.from_params(params)
     opts = job.options
     device = device_for({"device": job.device})
@@ -159,13 +163,13 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
     for run in job.runs:  # each seed's model exactly as a job of that seed alone builds it
         seed_everything(run.seed)
         models.append(build_vae(vectors.shape[1], job.h, job.k, job.s, job.method_spec, opts).to(device))
-    for hyper in hypers:
-        hyper.update(tokenizer=opts, stacked_seeds=len(job.runs))
+    for run, hyper in zip(job.runs, hypers):
+        hyper.update(tokenizer=job.run_options(run), stacked_runs=len(job.runs))
     with job_runs([run.tracking for run in job.runs], hypers, datasets=inputs) as mlflow_runs:
         loggers = [epoch_logger(r, "tokenizer", opts["epochs"]) for r in mlflow_runs]
         start = time.perf_counter()
         histories = train_vaes(models, vectors, seeds=job.seeds, epochs=opts["epochs"], batch_size=opts["batch_size"],
-                               lr=opts["lr"], kmeans_sample=opts.get("kmeans_sample"),
+                               lr=[job.lr_of(run) for run in job.runs], kmeans_sample=opts.get("kmeans_sample"),
                                on_epoch=lambda run, epoch, metrics: loggers[run](epoch, metrics))
         seconds = time.perf_counter() - start
         for run, model, history, mlflow_run in zip(job.runs, models, histories, mlflow_runs):
