@@ -59,3 +59,31 @@ def test_stacked_quantizer_with_dead_codes_on_device(device):
     assert torch.isfinite(x.grad).all()
     stack.write_back()
     assert all(q.codebooks[0].device.type == device for q in members)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("geometry", ["euclidean", "poincare"])
+def test_stacked_vaes_at_their_own_lrs_on_device_are_the_single_runs(device, geometry):
+    """Tables 2-4's stack of seeds x tokenizer lrs on the device: per-run lrs through fused Adam
+    blocks (step counters on the device) and geoopt, each run its single run."""
+    from hrq.models import ResidualQuantizedVAE, train_vae, train_vaes
+
+    data = torch.nn.functional.normalize(torch.randn(64, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    data = data.to(device)
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return ResidualQuantizedVAE(16, 4, (16,), levels=2, codebook_size=8, geometry=geometry).to(device)
+
+    runs = [(0, 3e-3), (1, 3e-3), (0, 1e-4)]
+    options = dict(epochs=2, batch_size=16, progress=False)
+    alone = [model(seed) for seed, _ in runs]
+    for m, (seed, lr) in zip(alone, runs):
+        train_vae(m, data, seed=seed, lr=lr, **options)
+    stacked = [model(seed) for seed, _ in runs]
+    train_vaes(stacked, data, seeds=[s for s, _ in runs], lr=[lr for _, lr in runs], **options)
+    for one, many in zip(alone, stacked):
+        assert next(many.parameters()).device.type == device
+        assert torch.equal(one.encode(data), many.encode(data))
+        for a, b in zip(one.parameters(), many.parameters()):
+            torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-4, atol=1e-5)

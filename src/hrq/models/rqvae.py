@@ -16,6 +16,7 @@ from typing import Literal, Sequence
 import geoopt
 import torch
 from torch import nn
+from torch.optim.adam import adam as adam_step
 
 from hrq.checks import require_finite
 from hrq.manifold import poincare_ball
@@ -270,30 +271,56 @@ class _Optimizers:
             opt.step()
 
 
-class _RunScaledAdam:
-    """torch's fused Adam for stacked parameters whose runs have their own learning rates
-    (``lr`` a tensor broadcasting over the parameter, ``[R, 1, ...]``).
+class _PerRunAdam:
+    """torch's fused Adam for stacked parameters whose runs have their own learning rates (a
+    group's ``lr`` a tensor ``[R, 1, ...]`` along the parameters' leading run axis).
 
-    Fused Adam takes one float lr, and torch's Adam step is that lr times a direction that does
-    not depend on it, so the step runs at lr 1 and each parameter then moves the run's share of
-    the way: ``p <- p0 + lr_r (p1 - p0)`` (``lerp``, exact to rounding for small ``lr_r``). Two
-    extra passes over the parameters; an Adam at lr ``lr_r`` for run ``r``.
+    Fused Adam takes one float lr, so each block of consecutive runs that share one gets its
+    own call of the same fused kernel, on views of the stacked parameters, gradients and
+    moments (``torch.optim.adam.adam``, Adam's functional form): one pass over the parameters,
+    and each run's update is the one fused Adam gives it alone.
     """
 
-    def __init__(self, groups: Sequence[dict], **kwargs) -> None:
-        self.scaled = [(p, group["lr"]) for group in groups for p in group["params"]]
-        self.adam = torch.optim.Adam([p for p, _ in self.scaled], lr=1.0, fused=True, **kwargs)
-        self.param_groups = groups
+    def __init__(self, groups: Sequence[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        self.param_groups = list(groups)
+        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        self.blocks: list[tuple[torch.Tensor, int, int, float, torch.Tensor]] = []  # param, runs a:b, lr, step
+        for group in self.param_groups:
+            lrs = group["lr"].flatten().tolist()
+            for p in group["params"]:
+                if group["lr"].numel() != p.shape[0]:
+                    raise ValueError(f"a per-run lr of {group['lr'].numel()} runs for a parameter of "
+                                     f"{p.shape[0]} along its run axis")
+                start = 0
+                for stop in range(1, len(lrs) + 1):
+                    if stop == len(lrs) or lrs[stop] != lrs[start]:
+                        self.blocks.append((p, start, stop, lrs[start],
+                                            torch.zeros((), dtype=torch.float32, device=p.device)))
+                        start = stop
+        self.moments = {id(p): (torch.zeros_like(p), torch.zeros_like(p))
+                        for group in self.param_groups for p in group["params"]}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.adam.zero_grad(set_to_none=set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
 
     @torch.no_grad()
     def step(self) -> None:
-        before = [p.detach().clone() for p, _ in self.scaled]
-        self.adam.step()
-        for (p, lr), start in zip(self.scaled, before):
-            p.copy_(start.lerp_(p, lr))
+        by_lr: dict[float, list] = {}
+        for p, a, b, lr, step in self.blocks:
+            if p.grad is not None:
+                exp_avg, exp_avg_sq = self.moments[id(p)]
+                by_lr.setdefault(lr, []).append((p[a:b], p.grad[a:b], exp_avg[a:b], exp_avg_sq[a:b], step))
+        for lr, blocks in by_lr.items():
+            params, grads, exp_avgs, exp_avg_sqs, steps = (list(x) for x in zip(*blocks))
+            adam_step(params, grads, exp_avgs, exp_avg_sqs, [], steps, fused=True, amsgrad=False,
+                      beta1=self.betas[0], beta2=self.betas[1], lr=lr, weight_decay=self.weight_decay,
+                      eps=self.eps, maximize=False)
 
 
 def _curved(p: torch.Tensor) -> bool:
@@ -313,7 +340,7 @@ def riemannian_optimizer(params, lr: float, kind: str = "adam", **kwargs):
     their own ``lr``). A group's ``lr`` may be a tensor that broadcasts over its parameters,
     e.g. ``[R, 1, 1]`` for a stacked ``[R, in, out]`` weight whose runs train at their own
     learning rates (:meth:`hrq.models.VAEStack.param_groups`): geoopt's steps multiply by it
-    as they are, torch's fused Adam goes through :class:`_RunScaledAdam`.
+    as they are, torch's fused Adam goes through :class:`_PerRunAdam`.
     """
     groups = list(params)
     if groups and not isinstance(groups[0], dict):
@@ -333,7 +360,7 @@ def riemannian_optimizer(params, lr: float, kind: str = "adam", **kwargs):
     if flat := split(curved=False, per_run=False):
         optimizers.append(torch.optim.Adam(flat, lr=lr, fused=True, **kwargs))
     if flat_per_run := split(curved=False, per_run=True):
-        optimizers.append(_RunScaledAdam(flat_per_run, **kwargs))
+        optimizers.append(_PerRunAdam(flat_per_run, **kwargs))
     if curved := split(curved=True, per_run=False) + split(curved=True, per_run=True):
         optimizers.append(geoopt.optim.RiemannianAdam(curved, lr=lr, **kwargs))
     return _Optimizers(optimizers)
