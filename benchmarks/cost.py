@@ -253,8 +253,8 @@ def measure(config: dict, args, device: torch.device) -> tuple[list[dict], list[
     opts, lrs = rec["tokenizer"], len(rec["tokenizer"]["lr"])
     trained = {m: spec for m, spec in rec["methods"].items() if spec["kind"] != "random"}
     # stack_lrs: a job stacks its seeds at every tokenizer lr (a VAEStack that takes per-run lrs)
-    stack_lrs = opts.get("stack_lrs") and lrs > 1 and hasattr(importlib.import_module("hrq.models"), "VAEStack") \
-        and hasattr(importlib.import_module("hrq.models").VAEStack, "param_groups")
+    stack_lrs = opts.get("stack_lrs") and lrs > 1 and \
+        hasattr(getattr(importlib.import_module("hrq.models"), "VAEStack", None), "param_groups")
     vae = {m: time_vae(spec, opts, k=k, s=s, h=h, steps=args.steps, epochs=args.epochs, seeds=stack_seeds,
                        device=device, lrs=opts["lr"] if stack_lrs else None) for m, spec in trained.items()}
     notes.append(f"Tables 2-4 tokenizer stacked: {len(stack_seeds) * (lrs if stack_lrs else 1)} runs per call "

@@ -351,9 +351,11 @@ def riemannian_optimizer(params, lr: float, kind: str = "adam", **kwargs):
     if kind != "adam":
         raise ValueError(f"optimizer kind must be 'adam' or 'sgd', got {kind!r}")
 
-    def split(curved: bool, per_run: bool) -> list[dict]:
+    def split(curved: bool, per_run: bool | None = None) -> list[dict]:
+        """The groups' parameters on a curved manifold (or not), of groups with a per-run lr tensor
+        (``per_run``), a float lr (``not per_run``) or either (``None``)."""
         out = [{**group, "params": [p for p in group["params"] if _curved(p) == curved]} for group in groups
-               if isinstance(group["lr"], torch.Tensor) == per_run]
+               if per_run is None or isinstance(group["lr"], torch.Tensor) == per_run]
         return [group for group in out if group["params"]]
 
     optimizers = []
@@ -361,6 +363,6 @@ def riemannian_optimizer(params, lr: float, kind: str = "adam", **kwargs):
         optimizers.append(torch.optim.Adam(flat, lr=lr, fused=True, **kwargs))
     if flat_per_run := split(curved=False, per_run=True):
         optimizers.append(_PerRunAdam(flat_per_run, **kwargs))
-    if curved := split(curved=True, per_run=False) + split(curved=True, per_run=True):
+    if curved := split(curved=True):
         optimizers.append(geoopt.optim.RiemannianAdam(curved, lr=lr, **kwargs))
     return _Optimizers(optimizers)

@@ -40,7 +40,7 @@ from hrq.stages.common import (
     seed_everything,
 )
 from hrq.stages.data import load_vectors
-from hrq.stages.jobs import TokenizerJob
+from hrq.stages.jobs import TokenizerJob, TokenizerRun
 
 
 def _write_tokens(codes: torch.Tensor, vectors: torch.Tensor | None, path) -> None:
@@ -73,13 +73,18 @@ def _training_summary(history, collision_key: str, seconds: float, runs: int = 1
             "seconds_to_min_collision": sum(epoch_seconds[:summary["epochs_to_min_collision"]])}
 
 
-def _usage_figure(codes: torch.Tensor, sizes, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
-    """Per-level codebook usage heatmap next to the tokens (when the rule asks for one)."""
-    if "usage" in outputs:
+def _write_run(job: TokenizerJob, run: TokenizerRun, mlflow_run, metrics: Mapping[str, float],
+               codes: torch.Tensor, sizes, tokens: torch.Tensor, vectors: torch.Tensor | None) -> None:
+    """A run's outputs: its final metrics in its MLflow run, the per-level usage heatmap of its
+    ``codes [N, k]`` (when the rule asks for one), its ``tokens`` (and ``vectors``) and metrics files."""
+    mlflow_run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
+    if "usage" in run.outputs:
         from hrq.quantize.plots import usage_heatmap
 
-        usage_heatmap(codes.cpu(), sizes, outputs["usage"],
-                      title=f"{params['method']} k={params['k']} s={params['s']} h={params['h']} seed {params['seed']}")
+        usage_heatmap(codes.cpu(), sizes, run.outputs["usage"],
+                      title=f"{job.method} k={job.k} s={job.s} h={job.h} seed {run.seed}")
+    _write_tokens(tokens, vectors, run.outputs["tokens"])
+    write_parquet(metrics_frame(run.seed, metrics), run.outputs["metrics"])
 
 
 def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
@@ -127,10 +132,8 @@ def tokenize_hierarchy(inputs: Mapping[str, Any], outputs: Mapping[str, Any], pa
             if model.ball is not None or model.tangent_ball is not None:  # HG-Rec: exp0 of its tangent vectors
                 metrics.update(boundary_pinning(model.on_ball(model.embedding.detach()), model.curvature))
             metrics.update(_training_summary(history, "collision_rate", seconds, runs=len(job.runs)))
-            mlflow_run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
-            _usage_figure(codes, model.quantizer.codebook_sizes, _figure_title(job, run), run.outputs)
-            _write_tokens(append_dedup_token(codes), model.embedding, run.outputs["tokens"])
-            write_parquet(metrics_frame(run.seed, metrics), run.outputs["metrics"])
+            _write_run(job, run, mlflow_run, metrics, codes, model.quantizer.codebook_sizes,
+                       append_dedup_token(codes), model.embedding)
 
 
 def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params: Mapping[str, Any]) -> None:
@@ -153,10 +156,7 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
                 sizes = level_sizes(job.k, job.s)
                 tokens = random_codes(vectors.shape[0], sizes, generator=torch.Generator().manual_seed(run.seed))
                 metrics = _diagnostics(tokens[:, : job.k], sizes, groups)
-                mlflow_run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
-                _usage_figure(tokens[:, : job.k], sizes, _figure_title(job, run), run.outputs)
-                _write_tokens(tokens, None, run.outputs["tokens"])
-                write_parquet(metrics_frame(run.seed, metrics), run.outputs["metrics"])
+                _write_run(job, run, mlflow_run, metrics, tokens[:, : job.k], sizes, tokens, None)
         return
 
     models = []
@@ -187,11 +187,6 @@ def tokenize_items(inputs: Mapping[str, Any], outputs: Mapping[str, Any], params
             if ball is not None:  # the latent lives on the ball, or (HG-Rec) is compared there after exp0
                 metrics.update(boundary_pinning(latent if model.ball is not None else ball.expmap0(latent),
                                                 ball.c.item()))
-            mlflow_run.log_metrics({f"tokenizer/final/{key}": v for key, v in metrics.items()})
-            _usage_figure(codes, model.quantizer.codebook_sizes, _figure_title(job, run), run.outputs)
-            _write_tokens(append_dedup_token(codes), latent, run.outputs["tokens"])
-            write_parquet(metrics_frame(run.seed, metrics), run.outputs["metrics"])
+            _write_run(job, run, mlflow_run, metrics, codes, model.quantizer.codebook_sizes,
+                       append_dedup_token(codes), latent)
 
-
-def _figure_title(job: TokenizerJob, run) -> dict[str, Any]:
-    return {"method": job.method, "k": job.k, "s": job.s, "h": job.h, "seed": run.seed}
